@@ -1,0 +1,237 @@
+"""The embedded DuckDB storage backend.
+
+Every DuckDB detail lives here. One database file holds the `events` table;
+the writer appends whole batches from Arrow tables in one transaction each,
+which DuckDB makes durable by syncing its write-ahead log on commit. Readers
+use short transactions over bounded sequence ranges, so no read holds back a
+checkpoint for long.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from eventlog.errors import LogUnavailable
+from eventlog.filters import Filter
+from eventlog.storage import EventRecord, LogBounds, ScanResult, StoredEvent, StoredKey
+
+logger = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    sequence BIGINT NOT NULL,
+    recordedtime TIMESTAMPTZ NOT NULL,
+    id VARCHAR NOT NULL,
+    source VARCHAR NOT NULL,
+    specversion VARCHAR NOT NULL,
+    type VARCHAR NOT NULL,
+    subject VARCHAR,
+    time VARCHAR,
+    datacontenttype VARCHAR,
+    dataschema VARCHAR,
+    extensions MAP(VARCHAR, VARCHAR) NOT NULL,
+    key BIGINT NOT NULL,
+    digest BLOB NOT NULL,
+    event VARCHAR NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_key ON events (key);
+"""
+
+_ARROW_SCHEMA = pa.schema(
+    [
+        ("sequence", pa.int64()),
+        ("recordedtime", pa.timestamp("us", tz="UTC")),
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("specversion", pa.string()),
+        ("type", pa.string()),
+        ("subject", pa.string()),
+        ("time", pa.string()),
+        ("datacontenttype", pa.string()),
+        ("dataschema", pa.string()),
+        ("extensions", pa.map_(pa.string(), pa.string())),
+        ("key", pa.int64()),
+        ("digest", pa.binary()),
+        ("event", pa.string()),
+    ]
+)
+
+_COLUMNS = ", ".join(_ARROW_SCHEMA.names)
+
+# Filtered scans examine windows of sequences that grow from the first size
+# to the last, and stop after the total; the caller continues from
+# `scanned_to`. The window keeps each read transaction short.
+_FIRST_WINDOW = 4_096
+_MAX_WINDOW = 262_144
+_MAX_SCAN = 1_048_576
+
+
+class DuckDBStorage:
+    """Events in one DuckDB database file; see `eventlog.storage.Storage`."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        try:
+            self._database = duckdb.connect(self.path)
+            self._database.execute(_SCHEMA)
+        except duckdb.Error as error:
+            raise LogUnavailable(
+                f"Cannot open the event database {self.path!r}: {error}. Check that no other "
+                "process has it open and that the folder is writable."
+            ) from error
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[duckdb.DuckDBPyConnection] = []
+
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        connection: duckdb.DuckDBPyConnection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._database.cursor()
+            self._local.connection = connection
+            with self._lock:
+                self._connections.append(connection)
+        return connection
+
+    def bounds(self) -> LogBounds:
+        row = self._query_one(
+            "SELECT min(sequence), max(sequence), max(recordedtime) FROM events"
+        )
+        if row is None or row[1] is None:
+            return LogBounds(earliest=1, head=0, last_recordedtime=None)
+        return LogBounds(earliest=row[0], head=row[1], last_recordedtime=row[2])
+
+    def find(self, keys: Sequence[int]) -> list[StoredKey]:
+        if not keys:
+            return []
+        rows = self._query(
+            "SELECT source, id, sequence, digest FROM events WHERE key IN ?",
+            [list(set(keys))],
+        )
+        return [StoredKey(row[0], row[1], row[2], bytes(row[3])) for row in rows]
+
+    def append(self, records: Sequence[EventRecord]) -> None:
+        if not records:
+            return
+        table = _to_arrow(records)
+        connection = self._connection()
+        try:
+            connection.begin()
+            connection.register("appended_events", table)
+            connection.execute(f"INSERT INTO events ({_COLUMNS}) SELECT * FROM appended_events")
+            connection.unregister("appended_events")
+            connection.commit()
+        except duckdb.Error as error:
+            _rollback(connection)
+            raise LogUnavailable(
+                f"Cannot commit {len(records)} events to {self.path!r}: {error}"
+            ) from error
+
+    def scan(self, after: int, last: int, filter: Filter, limit: int) -> ScanResult:
+        if last <= after or limit <= 0:
+            return ScanResult([], after)
+        if not filter:
+            end = min(last, after + limit)
+            rows = self._query(
+                "SELECT sequence, event FROM events WHERE sequence BETWEEN ? AND ? "
+                "ORDER BY sequence",
+                [after + 1, end],
+            )
+            return ScanResult(_stored(rows), end)
+        return self._scan_filtered(after, last, filter, limit)
+
+    def _scan_filtered(self, after: int, last: int, filter: Filter, limit: int) -> ScanResult:
+        condition, parameters = filter.to_sql()
+        sql = (
+            "SELECT sequence, event FROM events WHERE sequence BETWEEN ? AND ? "
+            f"AND {condition} ORDER BY sequence LIMIT ?"
+        )
+        found: list[StoredEvent] = []
+        position = after
+        window = _FIRST_WINDOW
+        while position < last and position - after < _MAX_SCAN:
+            end = min(last, position + window)
+            wanted = limit - len(found)
+            rows = self._query(sql, [position + 1, end, *parameters, wanted])
+            found.extend(_stored(rows))
+            if len(rows) == wanted:
+                return ScanResult(found, found[-1].sequence)
+            position = end
+            window = min(window * 4, _MAX_WINDOW)
+        return ScanResult(found, position)
+
+    def first_recorded_at(self, since: datetime, head: int) -> int | None:
+        row = self._query_one(
+            "SELECT min(sequence) FROM events WHERE recordedtime >= ? AND sequence <= ?",
+            [since, head],
+        )
+        return None if row is None else row[0]
+
+    def checkpoint(self) -> None:
+        try:
+            self._connection().execute("CHECKPOINT")
+        except duckdb.Error as error:
+            logger.warning("Checkpoint of %s failed: %s", self.path, error)
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            connection.close()
+        self._database.close()
+
+    def _query(self, sql: str, parameters: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        try:
+            return self._connection().execute(sql, parameters).fetchall()
+        except duckdb.Error as error:
+            raise LogUnavailable(f"Cannot read from {self.path!r}: {error}") from error
+
+    def _query_one(self, sql: str, parameters: list[Any] | None = None) -> tuple[Any, ...] | None:
+        rows = self._query(sql, parameters)
+        return rows[0] if rows else None
+
+
+def _stored(rows: list[tuple[Any, ...]]) -> list[StoredEvent]:
+    return [StoredEvent(row[0], row[1].encode()) for row in rows]
+
+
+def _rollback(connection: duckdb.DuckDBPyConnection) -> None:
+    try:
+        connection.unregister("appended_events")
+        connection.rollback()
+    except duckdb.Error as error:
+        # No transaction is open when BEGIN itself failed.
+        logger.debug("Rollback after a failed append: %s", error)
+
+
+def _to_arrow(records: Sequence[EventRecord]) -> pa.Table:
+    def column(name: str) -> list[Any]:
+        return [record.fields.get(name) for record in records]
+
+    columns = [
+        [record.sequence for record in records],
+        [record.recordedtime for record in records],
+        column("id"),
+        column("source"),
+        column("specversion"),
+        column("type"),
+        column("subject"),
+        column("time"),
+        column("datacontenttype"),
+        column("dataschema"),
+        [list(record.extensions.items()) for record in records],
+        [record.key for record in records],
+        [record.digest for record in records],
+        [record.event for record in records],
+    ]
+    return pa.Table.from_arrays(
+        [pa.array(values, type=field.type) for values, field in zip(columns, _ARROW_SCHEMA)],
+        schema=_ARROW_SCHEMA,
+    )

@@ -1,0 +1,100 @@
+"""Exceptions raised by the event log.
+
+Storage backends translate their driver's errors into these once, at the
+storage boundary, so that callers never see a database-specific exception.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class EventLogError(Exception):
+    """Base class of every error the event log raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeProblem:
+    """One problem with one attribute of one event in a request."""
+
+    index: int
+    attribute: str
+    message: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"index": self.index, "attribute": self.attribute, "message": self.message}
+
+
+class InvalidEvent(EventLogError):
+    """One or more events violate the CloudEvents 1.0.2 specification.
+
+    `errors` lists every problem found, each with the index of the event in
+    the request and the attribute at fault, so a client can fix them all at
+    once.
+    """
+
+    def __init__(self, errors: list[AttributeProblem]) -> None:
+        self.errors = errors
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(
+            f"Event {first.index}, attribute {first.attribute!r}: {first.message}{more}"
+        )
+
+
+class EventTooLarge(EventLogError):
+    """An event's encoded size exceeds the configured maximum."""
+
+    def __init__(self, index: int, size: int, limit: int) -> None:
+        self.index = index
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"Event {index} is {size} bytes when encoded, more than the maximum of "
+            f"{limit} bytes. Move large payloads elsewhere and publish a reference to them."
+        )
+
+
+class DuplicateConflict(EventLogError):
+    """An event reuses the `source` and `id` of a stored event with different content."""
+
+    def __init__(self, index: int, source: str, id: str, sequence: int) -> None:
+        self.index = index
+        self.source = source
+        self.id = id
+        self.sequence = sequence
+        super().__init__(
+            f"Event {index} has source {source!r} and id {id!r}, which identify the "
+            f"different event at sequence {sequence}. Give a new event a new id."
+        )
+
+
+class LogUnavailable(EventLogError):
+    """The log cannot commit right now: the disk is full, it is failing, or the log is closing.
+
+    Nothing of the failed request was written. The request may be retried.
+    """
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class CursorExpired(EventLogError):
+    """A cursor points before the oldest event that the log still retains."""
+
+    def __init__(self, cursor: int, earliest: int) -> None:
+        self.cursor = cursor
+        self.earliest = earliest
+        super().__init__(
+            f"Cursor {cursor} is older than the retention horizon; the earliest "
+            f"available sequence is {earliest}. Restart from after={earliest - 1}."
+        )
+
+
+class InvalidFilter(EventLogError):
+    """A feed filter names an attribute or a value that cannot match anything."""
+
+    def __init__(self, attribute: str, message: str) -> None:
+        self.attribute = attribute
+        super().__init__(message)

@@ -1,0 +1,87 @@
+"""The in-memory tail: the newest events, already encoded as readers receive them.
+
+Pages near the head and live streams are served from here without touching
+the database. The tail is a ring indexed by sequence: because sequences are
+dense, the event with sequence N sits in slot N modulo the capacity, and a
+lookup costs O(1). It is used from the event loop's thread only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eventlog.filters import Filter
+from eventlog.storage import ScanResult, StoredEvent
+
+
+@dataclass(frozen=True, slots=True)
+class TailEntry:
+    """One event in the tail: its filterable attributes and its encoded JSON."""
+
+    sequence: int
+    attributes: dict[str, str]
+    event: bytes
+
+
+class Tail:
+    """The newest `capacity` committed events, in sequence order."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"The tail capacity must be at least 1, not {capacity}.")
+        self.capacity = capacity
+        self._slots: list[TailEntry | None] = [None] * capacity
+        self._first = 1
+        self._last = 0
+
+    @property
+    def first(self) -> int:
+        """The lowest sequence held; greater than `last` when the tail is empty."""
+        return self._first
+
+    @property
+    def last(self) -> int:
+        return self._last
+
+    def reset(self, head: int) -> None:
+        """Empty the tail so that the next appended sequence is `head + 1`."""
+        self._slots = [None] * self.capacity
+        self._first = head + 1
+        self._last = head
+
+    def append(self, entry: TailEntry) -> None:
+        if entry.sequence != self._last + 1:
+            raise ValueError(
+                f"The tail expected sequence {self._last + 1}, not {entry.sequence}."
+            )
+        self._slots[entry.sequence % self.capacity] = entry
+        self._last = entry.sequence
+        if self._last - self._first + 1 > self.capacity:
+            self._first = self._last - self.capacity + 1
+
+    def get(self, sequence: int) -> TailEntry:
+        """Return the entry with this sequence; raises KeyError when the tail does not hold it."""
+        if not self._first <= sequence <= self._last:
+            raise KeyError(sequence)
+        entry = self._slots[sequence % self.capacity]
+        assert entry is not None and entry.sequence == sequence
+        return entry
+
+    def covers(self, after: int) -> bool:
+        """Return whether every event after the cursor `after` is in the tail."""
+        return after >= self._first - 1
+
+    def scan(self, after: int, last: int, filter: Filter, limit: int) -> ScanResult:
+        """Return up to `limit` events with `after < sequence <= last` matching `filter`.
+
+        The caller checks `covers(after)` first.
+        """
+        found: list[StoredEvent] = []
+        position = after
+        end = min(last, self._last)
+        while position < end and len(found) < limit:
+            position += 1
+            entry = self.get(position)
+            if not filter or filter.matches(entry.attributes):
+                found.append(StoredEvent(entry.sequence, entry.event))
+        return ScanResult(found, position)

@@ -1,0 +1,252 @@
+"""The single writer: one thread that owns appends, with group commit.
+
+Requests wait on a queue. The writer takes everything queued (up to a
+bound), checks each event's (source, id) against the log and the group,
+assigns the next dense sequences, appends the whole group in one transaction
+and only then hands the outcomes back. Because this thread is the only one
+that appends, sequences are committed in order and a reader paging with
+`after` can never skip an event that commits late.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from eventlog.errors import DuplicateConflict, EventLogError, LogUnavailable
+from eventlog.event import CORE_ATTRIBUTES, DATA_MEMBERS, Event, attribute_strings
+from eventlog.storage import EventRecord, Storage
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_GROUP_EVENTS = 10_000
+IDLE_CHECKPOINT_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """The outcome for one event: its sequence, and whether it was already in the log."""
+
+    sequence: int
+    duplicate: bool
+
+
+@dataclass(slots=True)
+class AppendRequest:
+    """Events that are appended together or not at all, and where the outcome goes."""
+
+    events: Sequence[Event]
+    reply: Any  # Opaque to the writer; handed back with the outcome.
+    outcome: list[Appended] | EventLogError | None = None
+    new_records: list[EventRecord] = field(default_factory=list)
+
+
+# Called in the writer thread after each group, with the records now durable
+# (in sequence order), every request of the group with its outcome set, and
+# the seconds the group took to commit.
+CommitCallback = Callable[[list[EventRecord], list[AppendRequest], float], None]
+
+
+def event_key(source: str, id: str) -> int:
+    """Return the 63-bit hash of (source, id) that indexes the duplicate check."""
+    digest = hashlib.blake2b(f"{source}\x00{id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def format_time(moment: datetime) -> str:
+    """Format a UTC time as RFC 3339 with microseconds and a `Z` offset."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Writer:
+    """The thread that appends to a `Storage`; see the module docstring."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        head: int,
+        last_recordedtime: datetime | None,
+        on_commit: CommitCallback,
+        max_group_events: int = DEFAULT_MAX_GROUP_EVENTS,
+    ) -> None:
+        self._storage = storage
+        self._head = head
+        self._last_recordedtime = last_recordedtime or datetime.fromtimestamp(0, timezone.utc)
+        self._on_commit = on_commit
+        self._max_group_events = max_group_events
+        self._queue: queue.SimpleQueue[AppendRequest | None] = queue.SimpleQueue()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="eventlog-writer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, request: AppendRequest) -> None:
+        """Queue a request; its outcome arrives through the commit callback."""
+        if self._closing:
+            raise LogUnavailable("The log is shutting down and accepts no more events.")
+        self._queue.put(request)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Finish every queued request, checkpoint, and stop the thread."""
+        if self._closing:
+            return
+        self._closing = True
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        dirty = False
+        while True:
+            try:
+                first = self._queue.get(timeout=IDLE_CHECKPOINT_SECONDS if dirty else None)
+            except queue.Empty:
+                self._storage.checkpoint()
+                dirty = False
+                continue
+            if first is None:
+                break
+            group, stop = self._drain(first)
+            self._commit_group(group)
+            dirty = True
+            if stop:
+                break
+        self._storage.checkpoint()
+
+    def _drain(self, first: AppendRequest) -> tuple[list[AppendRequest], bool]:
+        group = [first]
+        count = len(first.events)
+        while count < self._max_group_events:
+            try:
+                request = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if request is None:
+                return group, True
+            group.append(request)
+            count += len(request.events)
+        return group, False
+
+    def _commit_group(self, group: list[AppendRequest]) -> None:
+        started = time.perf_counter()
+        previous_head = self._head
+        previous_time = self._last_recordedtime
+        try:
+            records = self._assign(group)
+            self._storage.append(records)
+        except Exception as error:  # noqa: BLE001 - the thread must outlive any failure.
+            if not isinstance(error, EventLogError):
+                logger.exception("Unexpected failure while appending a group")
+            self._head = previous_head
+            self._last_recordedtime = previous_time
+            self._fail_group(group, previous_head, error)
+            self._on_commit([], group, 0.0)
+            return
+        seconds = time.perf_counter() - started
+        logger.debug(
+            "Committed %d events in %d requests in %.1f ms", len(records), len(group), seconds * 1000
+        )
+        self._on_commit(records, group, seconds)
+
+    def _assign(self, group: list[AppendRequest]) -> list[EventRecord]:
+        keys = [event_key(e.source, e.id) for request in group for e in request.events]
+        stored = {
+            (found.source, found.id): (found.sequence, found.digest)
+            for found in self._storage.find(keys)
+        }
+        now = datetime.now(timezone.utc)
+        recordedtime = max(now, self._last_recordedtime)
+        stamp = format_time(recordedtime)
+
+        records: list[EventRecord] = []
+        for request in group:
+            outcome = self._assign_request(request, stored, recordedtime, stamp)
+            request.outcome = outcome
+            if isinstance(outcome, list):
+                records.extend(request.new_records)
+        self._last_recordedtime = recordedtime
+        return records
+
+    def _assign_request(
+        self,
+        request: AppendRequest,
+        stored: dict[tuple[str, str], tuple[int, bytes]],
+        recordedtime: datetime,
+        stamp: str,
+    ) -> list[Appended] | EventLogError:
+        outcomes: list[Appended] = []
+        pending: dict[tuple[str, str], tuple[int, bytes]] = {}
+        new_records: list[EventRecord] = []
+        next_sequence = self._head + 1
+        for index, event in enumerate(request.events):
+            identity = (event.source, event.id)
+            digest = event.digest
+            existing = pending.get(identity) or stored.get(identity)
+            if existing is not None:
+                sequence, stored_digest = existing
+                if stored_digest != digest:
+                    return DuplicateConflict(index, event.source, event.id, sequence)
+                outcomes.append(Appended(sequence, True))
+                continue
+            record = _record(event, next_sequence, recordedtime, stamp, digest)
+            pending[identity] = (next_sequence, digest)
+            new_records.append(record)
+            outcomes.append(Appended(next_sequence, False))
+            next_sequence += 1
+
+        # The request is accepted: its new events become visible to later
+        # requests of the same group as stored events.
+        stored.update(pending)
+        request.new_records = new_records
+        self._head = next_sequence - 1
+        return outcomes
+
+    def _fail_group(
+        self, group: list[AppendRequest], previous_head: int, error: Exception
+    ) -> None:
+        logger.error("Append of a group of %d requests failed: %s", len(group), error)
+        unavailable = (
+            error if isinstance(error, LogUnavailable) else LogUnavailable(str(error))
+        )
+        for request in group:
+            request.new_records = []
+            outcome = request.outcome
+            if isinstance(outcome, list) and all(
+                appended.duplicate and appended.sequence <= previous_head for appended in outcome
+            ):
+                continue  # Only duplicates of events already on disk: still true.
+            if isinstance(outcome, DuplicateConflict):
+                continue
+            request.outcome = unavailable
+
+
+def _record(
+    event: Event, sequence: int, recordedtime: datetime, stamp: str, digest: bytes
+) -> EventRecord:
+    fields = event.fields
+    delivered = dict(fields)
+    delivered["sequence"] = str(sequence)
+    delivered["recordedtime"] = stamp
+    extensions = {
+        name: value
+        for name, value in attribute_strings(fields).items()
+        if name not in CORE_ATTRIBUTES and name not in DATA_MEMBERS
+    }
+    return EventRecord(
+        sequence=sequence,
+        recordedtime=recordedtime,
+        fields=fields,
+        extensions=extensions,
+        key=event_key(event.source, event.id),
+        digest=digest,
+        event=orjson.dumps(delivered),
+    )
