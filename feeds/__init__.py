@@ -1,0 +1,1 @@
+"""The HTTP face of the event log: the Starlette application and the `eventlog` command."""

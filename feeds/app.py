@@ -1,0 +1,119 @@
+"""The Starlette application: routes, settings, and the log's lifetime."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from eventlog import EventLog
+from eventlog.event import DEFAULT_MAX_EVENT_BYTES
+from eventlog.log import DEFAULT_TAIL_CAPACITY
+from feeds.metrics import Metrics, metrics
+from feeds.openapi import openapi
+from feeds.pages import read_page
+from feeds.problems import Problem, install_handlers, problem_response
+from feeds.publish import publish
+
+logger = logging.getLogger(__name__)
+
+DATABASE_FILE = "events.duckdb"
+DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What an operator can set for one server."""
+
+    data_dir: Path
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    tail_capacity: int = DEFAULT_TAIL_CAPACITY
+
+
+async def health(request: Request) -> Response:
+    """Answer 200 with the head while the log can commit, else 503."""
+    log: EventLog = request.app.state.log
+    if not log.healthy:
+        problem = Problem(
+            503,
+            "log-unavailable",
+            "Log unavailable",
+            "The last commit failed, so the log cannot accept events; reads still work.",
+            headers={"Retry-After": "5"},
+            head=log.head,
+        )
+        return problem_response(problem, request.url.path)
+    body = {"status": "ok", "head": log.head, "earliest": log.earliest}
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+def create_app(
+    data_dir: Path,
+    *,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    tail_capacity: int = DEFAULT_TAIL_CAPACITY,
+) -> Starlette:
+    """Build the application for the log in `data_dir`; the log opens at startup."""
+    settings = Settings(
+        data_dir=Path(data_dir),
+        max_event_bytes=max_event_bytes,
+        max_request_bytes=max_request_bytes,
+        tail_capacity=tail_capacity,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path = settings.data_dir / DATABASE_FILE
+        log = await EventLog.open(
+            path,
+            tail_capacity=settings.tail_capacity,
+            max_event_bytes=settings.max_event_bytes,
+        )
+        app.state.log = log
+        app.state.metrics.watch(log)
+        logger.info("Serving the event log in %s", path)
+        try:
+            yield
+        finally:
+            await log.close()
+
+    routes = [
+        Route("/events", publish, methods=["POST"]),
+        Route("/events", read_page, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    install_handlers(app)
+    return app
+
+
+def app_from_environment() -> Starlette:
+    """Build the application from environment variables, for ASGI servers' factory mode.
+
+    `EVENTLOG_DATA_DIR` is the data folder (required). Example:
+    `EVENTLOG_DATA_DIR=/var/lib/eventlog uvicorn --factory feeds.app:app_from_environment`.
+    """
+    data_dir = os.environ.get("EVENTLOG_DATA_DIR")
+    if not data_dir:
+        raise RuntimeError("Set EVENTLOG_DATA_DIR to the data folder of the event log.")
+    return create_app(
+        Path(data_dir),
+        max_event_bytes=int(os.environ.get("EVENTLOG_MAX_EVENT_BYTES", DEFAULT_MAX_EVENT_BYTES)),
+        tail_capacity=int(os.environ.get("EVENTLOG_TAIL_CAPACITY", DEFAULT_TAIL_CAPACITY)),
+    )

@@ -1,0 +1,190 @@
+"""Problem responses (RFC 9457) for every error the HTTP API returns.
+
+Handlers raise `Problem`, or let an `eventlog` exception through; the
+exception handlers installed by `install_handlers` turn both into an
+`application/problem+json` response in one place. Problem types are URNs
+under `urn:eventlog:problem:`, documented in docs/api.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from eventlog import (
+    CursorExpired,
+    DuplicateConflict,
+    EventTooLarge,
+    InvalidEvent,
+    InvalidFilter,
+    LogUnavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+_TYPE_PREFIX = "urn:eventlog:problem:"
+
+
+class Problem(Exception):
+    """An error to answer with a problem response; `extra` adds members to the body."""
+
+    def __init__(
+        self,
+        status: int,
+        kind: str,
+        title: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.kind = kind
+        self.title = title
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+    def body(self, instance: str | None = None) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "type": _TYPE_PREFIX + self.kind,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance is not None:
+            document["instance"] = instance
+        document.update(self.extra)
+        return document
+
+
+def problem_response(problem: Problem, instance: str | None = None) -> Response:
+    """Render a problem as an `application/problem+json` response."""
+    return Response(
+        orjson.dumps(problem.body(instance)),
+        status_code=problem.status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=problem.headers,
+    )
+
+
+def bad_request(detail: str, **extra: Any) -> Problem:
+    return Problem(400, "bad-request", "Bad request", detail, **extra)
+
+
+def to_problem(error: Exception) -> Problem:
+    """Translate an exception of the log into the problem the client receives."""
+    if isinstance(error, Problem):
+        return error
+    if isinstance(error, InvalidEvent):
+        return Problem(
+            400,
+            "invalid-event",
+            "Invalid CloudEvent",
+            str(error),
+            errors=[problem.as_dict() for problem in error.errors],
+        )
+    if isinstance(error, EventTooLarge):
+        return Problem(
+            413,
+            "event-too-large",
+            "Event too large",
+            str(error),
+            errors=[{"index": error.index, "attribute": "", "message": str(error)}],
+            limit=error.limit,
+        )
+    if isinstance(error, DuplicateConflict):
+        return Problem(
+            409,
+            "duplicate-conflict",
+            "Conflicting duplicate event",
+            str(error),
+            errors=[{"index": error.index, "attribute": "id", "message": str(error)}],
+            sequence=error.sequence,
+        )
+    if isinstance(error, LogUnavailable):
+        return Problem(
+            503,
+            "log-unavailable",
+            "Log unavailable",
+            f"{error} Nothing from this request was written; retry later.",
+            headers={"Retry-After": str(error.retry_after)},
+        )
+    if isinstance(error, CursorExpired):
+        return Problem(410, "cursor-expired", "Cursor expired", str(error), earliest=error.earliest)
+    if isinstance(error, InvalidFilter):
+        return bad_request(str(error), parameter=error.attribute)
+    raise TypeError(f"No problem mapping for {type(error).__name__}") from error
+
+
+def _respond(request: Request, problem: Problem) -> Response:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.errors.labels(str(problem.status)).inc()
+    return problem_response(problem, request.url.path)
+
+
+async def _handle_known(request: Request, error: Exception) -> Response:
+    problem = to_problem(error)
+    if problem.status >= 500:
+        logger.warning(
+            "%s %s failed with %d: %s",
+            request.method,
+            request.url.path,
+            problem.status,
+            problem.detail,
+        )
+    return _respond(request, problem)
+
+
+async def _handle_http(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    titles = {404: "Not found", 405: "Method not allowed"}
+    title = titles.get(error.status_code, "HTTP error")
+    if error.status_code == 404:
+        detail = f"No resource at {request.url.path!r}; see /openapi.json for the endpoints."
+    elif error.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path!r}."
+    else:
+        detail = str(error.detail)
+    problem = Problem(
+        error.status_code,
+        title.lower().replace(" ", "-"),
+        title,
+        detail,
+        headers=dict(error.headers or {}),
+    )
+    return _respond(request, problem)
+
+
+async def _handle_unexpected(request: Request, error: Exception) -> Response:
+    logger.exception("Unhandled error in %s %s", request.method, request.url.path)
+    problem = Problem(
+        500,
+        "internal-error",
+        "Internal server error",
+        "The server failed to handle this request; the error is in its log.",
+    )
+    return _respond(request, problem)
+
+
+def install_handlers(app: Starlette) -> None:
+    for kind in (
+        Problem,
+        InvalidEvent,
+        EventTooLarge,
+        DuplicateConflict,
+        LogUnavailable,
+        CursorExpired,
+        InvalidFilter,
+    ):
+        app.add_exception_handler(kind, _handle_known)
+    app.add_exception_handler(HTTPException, _handle_http)
+    app.add_exception_handler(Exception, _handle_unexpected)

@@ -1,0 +1,235 @@
+"""`POST /events`: decode a request in structured, batched or binary mode and append it.
+
+The mode follows `Content-Type` as the CloudEvents HTTP binding says:
+`application/cloudevents+json` is one event, `application/cloudevents-batch+json`
+an array, any request with a `ce-specversion` header is binary mode, and
+plain `application/json` takes an object as one event and an array as a
+batch. Every mode produces JSON event objects that `eventlog.parse_event`
+validates, so all modes follow one set of rules.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from eventlog import EventLog, parse_batch, parse_event
+from eventlog.errors import AttributeProblem, InvalidEvent
+from feeds.problems import Problem, bad_request
+
+STRUCTURED = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+JSON = "application/json"
+BATCH_MEDIA_TYPE = BATCH
+
+_JSON_MEDIA_TYPE = re.compile(r"(application|text)/([a-z0-9.+-]+\+)?json")
+_TEXT_MEDIA_TYPE = re.compile(r"text/.*|application/([a-z0-9.+-]+\+)?xml")
+
+
+async def publish(request: Request) -> Response:
+    """Validate and append the request's events; answer once they are on disk."""
+    log: EventLog = request.app.state.log
+    settings = request.app.state.settings
+    body = await read_body(request, settings.max_request_bytes)
+    media_type = _media_type(request.headers.get("content-type"))
+
+    if media_type == STRUCTURED:
+        events = [parse_event(_object(_decode_json(body)), 0, settings.max_event_bytes)]
+        batch = False
+    elif media_type == BATCH:
+        events = parse_batch(_array(_decode_json(body)), settings.max_event_bytes)
+        batch = True
+    elif "ce-specversion" in request.headers:
+        events = [parse_event(binary_event(request, body), 0, settings.max_event_bytes)]
+        batch = False
+    elif media_type == JSON:
+        value = _decode_json(body)
+        batch = isinstance(value, list)
+        if batch:
+            events = parse_batch(value, settings.max_event_bytes)
+        else:
+            events = [parse_event(_object(value), 0, settings.max_event_bytes)]
+    else:
+        raise _unsupported(request.headers.get("content-type"))
+
+    appended = await log.append(events)
+    if batch:
+        duplicates = sum(1 for a in appended if a.duplicate)
+        status = 200 if duplicates == len(appended) else 201
+        document: dict[str, Any] = {
+            "sequences": [a.sequence for a in appended],
+            "duplicates": duplicates,
+        }
+        return Response(orjson.dumps(document), status, media_type=JSON)
+
+    [single] = appended
+    status = 200 if single.duplicate else 201
+    return Response(orjson.dumps({"sequence": single.sequence}), status, media_type=JSON)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read the request body, rejecting it with 413 as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(int(declared), limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(size, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def binary_event(request: Request, body: bytes) -> dict[str, Any]:
+    """Build the JSON event object of a binary-mode request from its headers and body."""
+    event: dict[str, Any] = {}
+    problems: list[AttributeProblem] = []
+    for raw_name, raw_value in request.headers.raw:
+        name = raw_name.decode("latin-1").lower()
+        if not name.startswith("ce-"):
+            continue
+        attribute = name[3:]
+        if attribute in ("data", "data_base64"):
+            problems.append(
+                AttributeProblem(
+                    0, attribute, f"In binary mode the data is the body, not a {name!r} header."
+                )
+            )
+            continue
+        if attribute in event:
+            problems.append(
+                AttributeProblem(0, attribute, f"The header {name!r} appears more than once.")
+            )
+            continue
+        try:
+            event[attribute] = decode_header_value(raw_value)
+        except UnicodeDecodeError:
+            problems.append(
+                AttributeProblem(
+                    0,
+                    attribute,
+                    f"The header {name!r} is not valid UTF-8 after percent-decoding; "
+                    "percent-encode the UTF-8 bytes of the value.",
+                )
+            )
+    if "datacontenttype" in event:
+        problems.append(
+            AttributeProblem(
+                0,
+                "datacontenttype",
+                "In binary mode the data content type is the Content-Type header, "
+                "not a 'ce-datacontenttype' header.",
+            )
+        )
+    if problems:
+        raise InvalidEvent(problems)
+
+    content_type = request.headers.get("content-type")
+    if content_type is not None:
+        event["datacontenttype"] = content_type
+    event.update(_binary_data(body, _media_type(content_type)))
+    return event
+
+
+def decode_header_value(raw: bytes) -> str:
+    """Decode a `ce-` header value: unquote a quoted string, then percent-decode once as UTF-8."""
+    value = raw.strip()
+    if len(value) >= 2 and value.startswith(b'"') and value.endswith(b'"'):
+        value = re.sub(rb"\\(.)", rb"\1", value[1:-1])
+    return unquote_to_bytes(value).decode("utf-8")
+
+
+def _binary_data(body: bytes, media_type: str | None) -> dict[str, Any]:
+    if not body:
+        return {}
+    if media_type is None or _JSON_MEDIA_TYPE.fullmatch(media_type):
+        try:
+            return {"data": orjson.loads(body)}
+        except orjson.JSONDecodeError as error:
+            if media_type is not None:
+                raise InvalidEvent(
+                    [AttributeProblem(0, "data", f"The body is not valid JSON: {error}.")]
+                ) from error
+            # No Content-Type and not JSON: keep the bytes as they came.
+    elif _TEXT_MEDIA_TYPE.fullmatch(media_type):
+        try:
+            return {"data": body.decode("utf-8")}
+        except UnicodeDecodeError:
+            pass  # Text in another encoding is kept as bytes.
+    return {"data_base64": base64.b64encode(body).decode("ascii")}
+
+
+def _media_type(content_type: str | None) -> str | None:
+    if content_type is None:
+        return None
+    return content_type.split(";", 1)[0].strip().lower() or None
+
+
+def _decode_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise bad_request(
+            f"The body is not valid JSON (UTF-8, no unpaired surrogates): {error}."
+        ) from error
+
+
+def _object(value: Any) -> Any:
+    if not isinstance(value, dict):
+        raise InvalidEvent(
+            [
+                AttributeProblem(
+                    0,
+                    "",
+                    "The body must be one event as a JSON object; send an array with "
+                    f"Content-Type {BATCH!r}.",
+                )
+            ]
+        )
+    return value
+
+
+def _array(value: Any) -> Any:
+    if not isinstance(value, list):
+        raise InvalidEvent(
+            [
+                AttributeProblem(
+                    -1,
+                    "",
+                    "A batch must be a JSON array of events; send one event with "
+                    f"Content-Type {STRUCTURED!r}.",
+                )
+            ]
+        )
+    return value
+
+
+def _too_large(size: int, limit: int) -> Problem:
+    return Problem(
+        413,
+        "request-too-large",
+        "Request too large",
+        f"The request body is {size} bytes or more, over the limit of {limit} bytes; "
+        "split the batch into smaller requests.",
+        limit=limit,
+    )
+
+
+def _unsupported(content_type: str | None) -> Problem:
+    shown = "no Content-Type" if content_type is None else f"Content-Type {content_type!r}"
+    return Problem(
+        415,
+        "unsupported-media-type",
+        "Unsupported media type",
+        f"Cannot publish a body with {shown}. Use {STRUCTURED!r}, {BATCH!r} or "
+        f"{JSON!r}, or binary mode with 'ce-' headers including 'ce-specversion'.",
+        headers={"Accept-Post": f"{STRUCTURED}, {BATCH}, {JSON}"},
+    )
