@@ -17,11 +17,22 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import orjson
 import pyarrow as pa
 
-from eventlog.errors import LogUnavailable
-from eventlog.filters import Filter
-from eventlog.storage import EventRecord, LogBounds, ScanResult, StoredEvent, StoredKey
+from eventlog.errors import LogUnavailable, TokenExists
+from eventlog.filters import Filter, Matcher
+from eventlog.storage import (
+    AuditQuery,
+    AuditRecord,
+    EventRecord,
+    LogBounds,
+    ScanResult,
+    StoredAudit,
+    StoredEvent,
+    StoredKey,
+    TokenRecord,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +54,43 @@ CREATE TABLE IF NOT EXISTS events (
     event VARCHAR NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_key ON events (key);
+CREATE SEQUENCE IF NOT EXISTS audit_ids;
+CREATE TABLE IF NOT EXISTS audit (
+    id BIGINT NOT NULL DEFAULT nextval('audit_ids'),
+    time TIMESTAMPTZ NOT NULL,
+    principal VARCHAR NOT NULL,
+    action VARCHAR NOT NULL,
+    outcome VARCHAR NOT NULL,
+    status INTEGER NOT NULL,
+    client VARCHAR,
+    count BIGINT,
+    first_sequence BIGINT,
+    last_sequence BIGINT,
+    detail JSON
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    name VARCHAR PRIMARY KEY,
+    token_hash BLOB NOT NULL,
+    grants VARCHAR[] NOT NULL,
+    created TIMESTAMPTZ NOT NULL
+);
 """
+
+_AUDIT_SCHEMA = pa.schema(
+    [
+        ("time", pa.timestamp("us", tz="UTC")),
+        ("principal", pa.string()),
+        ("action", pa.string()),
+        ("outcome", pa.string()),
+        ("status", pa.int32()),
+        ("client", pa.string()),
+        ("count", pa.int64()),
+        ("first_sequence", pa.int64()),
+        ("last_sequence", pa.int64()),
+        ("detail", pa.string()),
+    ]
+)
+_AUDIT_COLUMNS = ", ".join(_AUDIT_SCHEMA.names)
 
 _ARROW_SCHEMA = pa.schema(
     [
@@ -117,24 +164,92 @@ class DuckDBStorage:
         )
         return [StoredKey(row[0], row[1], row[2], bytes(row[3])) for row in rows]
 
-    def append(self, records: Sequence[EventRecord]) -> None:
-        if not records:
+    def append(self, records: Sequence[EventRecord], audit: Sequence[AuditRecord] = ()) -> None:
+        if not records and not audit:
             return
-        table = _to_arrow(records)
         connection = self._connection()
         try:
             connection.begin()
-            connection.register("appended_events", table)
-            connection.execute(f"INSERT INTO events ({_COLUMNS}) SELECT * FROM appended_events")
-            connection.unregister("appended_events")
+            if records:
+                connection.register("appended_events", _to_arrow(records))
+                connection.execute(
+                    f"INSERT INTO events ({_COLUMNS}) SELECT * FROM appended_events"
+                )
+                connection.unregister("appended_events")
+            if audit:
+                self._insert_audit(connection, audit)
             connection.commit()
-        except duckdb.Error as error:
+        except (duckdb.Error, pa.ArrowException) as error:
             _rollback(connection)
             raise LogUnavailable(
                 f"Cannot commit {len(records)} events to {self.path!r}: {error}"
             ) from error
 
-    def scan(self, after: int, last: int, filter: Filter, limit: int) -> ScanResult:
+    def read_audit(self, query: AuditQuery) -> list[StoredAudit]:
+        clauses = ["id > ?"]
+        parameters: list[Any] = [query.after_id]
+        for column, value, operator in (
+            ("principal", query.principal, "="),
+            ("action", query.action, "="),
+            ("time", query.since, ">="),
+            ("time", query.until, "<"),
+        ):
+            if value is not None:
+                clauses.append(f"{column} {operator} ?")
+                parameters.append(value)
+        parameters.append(query.limit)
+        rows = self._query(
+            f"SELECT id, {_AUDIT_COLUMNS} FROM audit WHERE {' AND '.join(clauses)} "
+            "ORDER BY id LIMIT ?",
+            parameters,
+        )
+        return [_stored_audit(row) for row in rows]
+
+    def load_tokens(self) -> list[TokenRecord]:
+        rows = self._query("SELECT name, token_hash, grants, created FROM tokens ORDER BY name")
+        return [TokenRecord(row[0], bytes(row[1]), tuple(row[2]), row[3]) for row in rows]
+
+    def save_token(self, token: TokenRecord, audit: AuditRecord) -> None:
+        connection = self._connection()
+        try:
+            connection.begin()
+            connection.execute(
+                "INSERT INTO tokens VALUES (?, ?, ?, ?)",
+                [token.name, token.token_hash, list(token.grants), token.created],
+            )
+            self._insert_audit(connection, [audit])
+            connection.commit()
+        except duckdb.ConstraintException as error:
+            _rollback(connection)
+            raise TokenExists(token.name) from error
+        except duckdb.Error as error:
+            _rollback(connection)
+            raise LogUnavailable(f"Cannot store the token {token.name!r}: {error}") from error
+
+    def delete_token(self, name: str, audit: AuditRecord) -> bool:
+        connection = self._connection()
+        try:
+            connection.begin()
+            deleted = connection.execute(
+                "DELETE FROM tokens WHERE name = ? RETURNING name", [name]
+            ).fetchall()
+            if deleted:
+                self._insert_audit(connection, [audit])
+            connection.commit()
+        except duckdb.Error as error:
+            _rollback(connection)
+            raise LogUnavailable(f"Cannot revoke the token {name!r}: {error}") from error
+        return bool(deleted)
+
+    @staticmethod
+    def _insert_audit(
+        connection: duckdb.DuckDBPyConnection, audit: Sequence[AuditRecord]
+    ) -> None:
+        connection.register("appended_audit", _audit_to_arrow(audit))
+        connection.execute(f"INSERT INTO audit ({_AUDIT_COLUMNS}) SELECT * FROM appended_audit")
+        connection.unregister("appended_audit")
+
+    def scan(self, after: int, last: int, filter: Matcher, limit: int) -> ScanResult:
         if last <= after or limit <= 0:
             return ScanResult([], after)
         if not filter:
@@ -147,7 +262,7 @@ class DuckDBStorage:
             return ScanResult(_stored(rows), end)
         return self._scan_filtered(after, last, filter, limit)
 
-    def _scan_filtered(self, after: int, last: int, filter: Filter, limit: int) -> ScanResult:
+    def _scan_filtered(self, after: int, last: int, filter: Matcher, limit: int) -> ScanResult:
         condition, parameters = filter.to_sql()
         sql = (
             "SELECT sequence, event FROM events WHERE sequence BETWEEN ? AND ? "
@@ -205,6 +320,7 @@ def _stored(rows: list[tuple[Any, ...]]) -> list[StoredEvent]:
 def _rollback(connection: duckdb.DuckDBPyConnection) -> None:
     try:
         connection.unregister("appended_events")
+        connection.unregister("appended_audit")
         connection.rollback()
     except duckdb.Error as error:
         # No transaction is open when BEGIN itself failed.
@@ -235,3 +351,39 @@ def _to_arrow(records: Sequence[EventRecord]) -> pa.Table:
         [pa.array(values, type=field.type) for values, field in zip(columns, _ARROW_SCHEMA)],
         schema=_ARROW_SCHEMA,
     )
+
+
+def _audit_to_arrow(audit: Sequence[AuditRecord]) -> pa.Table:
+    columns = [
+        [record.time for record in audit],
+        [record.principal for record in audit],
+        [record.action for record in audit],
+        [record.outcome for record in audit],
+        [record.status for record in audit],
+        [record.client for record in audit],
+        [record.count for record in audit],
+        [record.first_sequence for record in audit],
+        [record.last_sequence for record in audit],
+        [None if record.detail is None else orjson.dumps(record.detail).decode() for record in audit],
+    ]
+    return pa.Table.from_arrays(
+        [pa.array(values, type=field.type) for values, field in zip(columns, _AUDIT_SCHEMA)],
+        schema=_AUDIT_SCHEMA,
+    )
+
+
+def _stored_audit(row: tuple[Any, ...]) -> StoredAudit:
+    detail = None if row[10] is None else orjson.loads(row[10])
+    record = AuditRecord(
+        time=row[1],
+        principal=row[2],
+        action=row[3],
+        outcome=row[4],
+        status=row[5],
+        client=row[6],
+        count=row[7],
+        first_sequence=row[8],
+        last_sequence=row[9],
+        detail=detail,
+    )
+    return StoredAudit(row[0], record)

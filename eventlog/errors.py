@@ -98,3 +98,13 @@ class InvalidFilter(EventLogError):
     def __init__(self, attribute: str, message: str) -> None:
         self.attribute = attribute
         super().__init__(message)
+
+
+class TokenExists(EventLogError):
+    """A token with this name exists already."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"A token named {name!r} exists already; revoke it first or choose another name."
+        )

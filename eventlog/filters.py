@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from eventlog.errors import InvalidFilter
 from eventlog.event import CORE_ATTRIBUTES, is_attribute_name
@@ -127,3 +128,47 @@ def _check_name(name: str) -> None:
             f"{name!r} is not a CloudEvents attribute name (lowercase a-z and 0-9 only) "
             "nor a parameter of this endpoint.",
         )
+
+
+class Matcher(Protocol):
+    """What reads need of a filter: a Python test, a SQL condition, and whether it restricts."""
+
+    def matches(self, attributes: Mapping[str, str]) -> bool: ...
+
+    def to_sql(self, extension_column: str = "extensions") -> tuple[str, list[str]]: ...
+
+    def __bool__(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """A feed's filter combined with the reader's read grants.
+
+    An event is selected when it matches `filter` and at least one filter of
+    `scope`; a `scope` of None admits every event, and an empty one none.
+    """
+
+    filter: Filter
+    scope: tuple[Filter, ...] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.filter) or self.scope is not None
+
+    def matches(self, attributes: Mapping[str, str]) -> bool:
+        if not self.filter.matches(attributes):
+            return False
+        if self.scope is None:
+            return True
+        return any(grant.matches(attributes) for grant in self.scope)
+
+    def to_sql(self, extension_column: str = "extensions") -> tuple[str, list[str]]:
+        condition, parameters = self.filter.to_sql(extension_column)
+        if self.scope is None:
+            return condition, parameters
+        alternatives: list[str] = []
+        for grant in self.scope:
+            grant_condition, grant_parameters = grant.to_sql(extension_column)
+            alternatives.append(f"({grant_condition})")
+            parameters = parameters + grant_parameters
+        scope_condition = " OR ".join(alternatives) if alternatives else "FALSE"
+        return f"({condition}) AND ({scope_condition})", parameters

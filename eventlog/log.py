@@ -15,24 +15,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from eventlog.duckdb_storage import DuckDBStorage
 from eventlog.errors import CursorExpired, EventLogError, LogUnavailable
 from eventlog.event import DEFAULT_MAX_EVENT_BYTES, Event, attribute_strings
-from eventlog.filters import Filter
-from eventlog.storage import EventRecord, ScanResult, Storage, StoredEvent
+from eventlog.filters import Filter, Matcher
+from eventlog.storage import (
+    AuditQuery,
+    AuditRecord,
+    EventRecord,
+    ScanResult,
+    Storage,
+    StoredAudit,
+    StoredEvent,
+)
 from eventlog.tail import Tail, TailEntry
 from eventlog.writer import DEFAULT_MAX_GROUP_EVENTS, Appended, AppendRequest, Writer
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DEFAULT_TAIL_CAPACITY = 50_000
 MAX_PAGE_LIMIT = 1000
@@ -130,12 +140,16 @@ class EventLog:
         """False after a commit failed, until the next commit succeeds."""
         return self._healthy and not self._closed
 
-    async def append(self, events: Sequence[Event]) -> list[Appended]:
+    async def append(
+        self, events: Sequence[Event], audit: AuditRecord | None = None
+    ) -> list[Appended]:
         """Append events all or nothing, and return each one's sequence once durable.
 
-        Raises `DuplicateConflict` when an event reuses a stored (source, id)
-        with different content, and `LogUnavailable` when the commit fails;
-        in both cases nothing of `events` is appended.
+        `audit`, when given, is committed in the same transaction, completed
+        with the count and sequence range. Raises `DuplicateConflict` when an
+        event reuses a stored (source, id) with different content, and
+        `LogUnavailable` when the commit fails; in both cases nothing of
+        `events` is appended.
         """
         if not events:
             return []
@@ -144,14 +158,29 @@ class EventLog:
         reply: asyncio.Future[list[Appended]] = self._loop.create_future()
         # Mark the outcome retrieved, so a caller that stops waiting leaves no warning.
         reply.add_done_callback(lambda future: future.cancelled() or future.exception())
-        self._writer.submit(AppendRequest(events=events, reply=reply))
+        self._writer.submit(AppendRequest(events=events, reply=reply, audit=audit))
         # The commit goes ahead even if the caller stops waiting.
         return await asyncio.shield(reply)
+
+    def record(self, audit: AuditRecord) -> None:
+        """Add a record to the audit trail; it is committed shortly, with the next group."""
+        if not self._closed:
+            self._writer.record(audit)
+
+    async def read_audit(self, query: AuditQuery) -> list[StoredAudit]:
+        """Return audit records matching `query`, oldest first."""
+        result: list[StoredAudit] = await self._in_reader(self.storage.read_audit, query)
+        return result
+
+    async def run_in_reader(self, function: Callable[..., T], *arguments: Any) -> T:
+        """Run a blocking storage call on the reader threads, for callers outside the log."""
+        result: T = await self._in_reader(function, *arguments)
+        return result
 
     async def read(
         self,
         after: int = 0,
-        filter: Filter = Filter(),
+        filter: Matcher = Filter(),
         limit: int = 100,
         wait: float = 0.0,
         since: datetime | None = None,
@@ -228,12 +257,13 @@ class EventLog:
         if after < self._earliest - 1:
             raise CursorExpired(after, self._earliest)
 
-    async def _scan(self, after: int, last: int, filter: Filter, limit: int) -> ScanResult:
+    async def _scan(self, after: int, last: int, filter: Matcher, limit: int) -> ScanResult:
         if after >= last:
             return ScanResult([], after)
         if self._tail.covers(after):
             return self._tail.scan(after, last, filter, limit)
-        return await self._in_reader(self.storage.scan, after, last, filter, limit)
+        result: ScanResult = await self._in_reader(self.storage.scan, after, last, filter, limit)
+        return result
 
     async def _in_reader(self, function: Any, *arguments: Any) -> Any:
         return await self._loop.run_in_executor(self._readers, function, *arguments)

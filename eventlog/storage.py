@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from eventlog.filters import Filter
+from eventlog.filters import Filter, Matcher
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +74,57 @@ class ScanResult:
     scanned_to: int
 
 
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One entry of the audit trail: who did what, when, from where, and with what outcome.
+
+    `first_sequence` and `last_sequence` give the range of events appended or
+    delivered; `detail` holds action-specific facts such as the filter. No
+    record ever holds a token.
+    """
+
+    time: datetime
+    principal: str
+    action: str
+    outcome: str
+    status: int
+    client: str | None = None
+    count: int | None = None
+    first_sequence: int | None = None
+    last_sequence: int | None = None
+    detail: dict[str, object] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Which audit records to return, oldest first; None means any."""
+
+    principal: str | None = None
+    action: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    after_id: int = 0
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAudit:
+    """An audit record with the id the store gave it."""
+
+    id: int
+    record: AuditRecord
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """A named token: the SHA-256 hash of its secret, never the secret itself."""
+
+    name: str
+    token_hash: bytes
+    grants: tuple[str, ...]
+    created: datetime
+
+
 class Storage(Protocol):
     """A durable, append-only store of events ordered by sequence."""
 
@@ -85,15 +136,31 @@ class Storage(Protocol):
         """Return the stored events whose (source, id) hash is one of `keys`."""
         ...
 
-    def append(self, records: Sequence[EventRecord]) -> None:
-        """Append records in one transaction, durable on disk when this returns.
+    def append(self, records: Sequence[EventRecord], audit: Sequence[AuditRecord] = ()) -> None:
+        """Append events and audit records in one transaction, durable when this returns.
 
         Raises `LogUnavailable` when the transaction cannot commit; then none
         of the records is stored.
         """
         ...
 
-    def scan(self, after: int, last: int, filter: Filter, limit: int) -> ScanResult:
+    def read_audit(self, query: AuditQuery) -> list[StoredAudit]:
+        """Return the audit records that match `query`, oldest first."""
+        ...
+
+    def load_tokens(self) -> list[TokenRecord]:
+        """Return every token record."""
+        ...
+
+    def save_token(self, token: TokenRecord, audit: AuditRecord) -> None:
+        """Store a new token with its audit record; raises `TokenExists` for a taken name."""
+        ...
+
+    def delete_token(self, name: str, audit: AuditRecord) -> bool:
+        """Delete a token with its audit record; return False when no token has the name."""
+        ...
+
+    def scan(self, after: int, last: int, filter: Matcher, limit: int) -> ScanResult:
         """Return up to `limit` events with `after < sequence <= last` that match `filter`."""
         ...
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from eventlog.filters import Filter
+from eventlog.filters import Filter, Matcher
 from eventlog.storage import ScanResult, StoredEvent
 
 
@@ -71,7 +71,7 @@ class Tail:
         """Return whether every event after the cursor `after` is in the tail."""
         return after >= self._first - 1
 
-    def scan(self, after: int, last: int, filter: Filter, limit: int) -> ScanResult:
+    def scan(self, after: int, last: int, filter: Matcher, limit: int) -> ScanResult:
         """Return up to `limit` events with `after < sequence <= last` matching `filter`.
 
         The caller checks `covers(after)` first.

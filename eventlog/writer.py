@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -24,12 +24,15 @@ import orjson
 
 from eventlog.errors import DuplicateConflict, EventLogError, LogUnavailable
 from eventlog.event import CORE_ATTRIBUTES, DATA_MEMBERS, Event, attribute_strings
-from eventlog.storage import EventRecord, Storage
+from eventlog.storage import AuditRecord, EventRecord, Storage
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_GROUP_EVENTS = 10_000
 IDLE_CHECKPOINT_SECONDS = 5.0
+
+# An audit record of a publish names at most this many distinct sources.
+_AUDITED_SOURCES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +45,16 @@ class Appended:
 
 @dataclass(slots=True)
 class AppendRequest:
-    """Events that are appended together or not at all, and where the outcome goes."""
+    """Events that are appended together or not at all, and where the outcome goes.
+
+    `audit` is the audit record of the request without its outcome; the
+    writer completes it with the count and sequence range and commits it in
+    the same transaction as the events.
+    """
 
     events: Sequence[Event]
     reply: Any  # Opaque to the writer; handed back with the outcome.
+    audit: AuditRecord | None = None
     outcome: list[Appended] | EventLogError | None = None
     new_records: list[EventRecord] = field(default_factory=list)
 
@@ -83,7 +92,7 @@ class Writer:
         self._last_recordedtime = last_recordedtime or datetime.fromtimestamp(0, timezone.utc)
         self._on_commit = on_commit
         self._max_group_events = max_group_events
-        self._queue: queue.SimpleQueue[AppendRequest | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[AppendRequest | AuditRecord | None] = queue.SimpleQueue()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="eventlog-writer", daemon=True)
 
@@ -95,6 +104,13 @@ class Writer:
         if self._closing:
             raise LogUnavailable("The log is shutting down and accepts no more events.")
         self._queue.put(request)
+
+    def record(self, audit: AuditRecord) -> None:
+        """Queue an audit record; it is committed with the next group, or alone when idle."""
+        if self._closing:
+            logger.warning("Dropped an audit record of %s after close", audit.action)
+            return
+        self._queue.put(audit)
 
     def close(self, timeout: float | None = None) -> None:
         """Finish every queued request, checkpoint, and stop the thread."""
@@ -122,27 +138,32 @@ class Writer:
                 break
         self._storage.checkpoint()
 
-    def _drain(self, first: AppendRequest) -> tuple[list[AppendRequest], bool]:
+    def _drain(
+        self, first: AppendRequest | AuditRecord
+    ) -> tuple[list[AppendRequest | AuditRecord], bool]:
         group = [first]
-        count = len(first.events)
+        count = 0
         while count < self._max_group_events:
             try:
-                request = self._queue.get_nowait()
+                item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if request is None:
+            if item is None:
                 return group, True
-            group.append(request)
-            count += len(request.events)
+            group.append(item)
+            count += len(item.events) if isinstance(item, AppendRequest) else 1
         return group, False
 
-    def _commit_group(self, group: list[AppendRequest]) -> None:
+    def _commit_group(self, items: list[AppendRequest | AuditRecord]) -> None:
         started = time.perf_counter()
         previous_head = self._head
         previous_time = self._last_recordedtime
+        group = [item for item in items if isinstance(item, AppendRequest)]
+        audit = [item for item in items if isinstance(item, AuditRecord)]
         try:
             records = self._assign(group)
-            self._storage.append(records)
+            audit.extend(_publish_audit(group))
+            self._storage.append(records, audit)
         except Exception as error:  # noqa: BLE001 - the thread must outlive any failure.
             if not isinstance(error, EventLogError):
                 logger.exception("Unexpected failure while appending a group")
@@ -227,6 +248,32 @@ class Writer:
             if isinstance(outcome, DuplicateConflict):
                 continue
             request.outcome = unavailable
+
+
+def _publish_audit(group: list[AppendRequest]) -> list[AuditRecord]:
+    """Complete the audit records of the accepted requests of a group."""
+    completed: list[AuditRecord] = []
+    for request in group:
+        if request.audit is None or not isinstance(request.outcome, list):
+            continue
+        new = [appended.sequence for appended in request.outcome if not appended.duplicate]
+        sources = sorted({event.source for event in request.events})
+        detail: dict[str, object] = {
+            "sources": sources[:_AUDITED_SOURCES],
+            "duplicates": len(request.outcome) - len(new),
+        }
+        if len(sources) > _AUDITED_SOURCES:
+            detail["more_sources"] = len(sources) - _AUDITED_SOURCES
+        completed.append(
+            replace(
+                request.audit,
+                count=len(new),
+                first_sequence=new[0] if new else None,
+                last_sequence=new[-1] if new else None,
+                detail=detail,
+            )
+        )
+    return completed
 
 
 def _record(
