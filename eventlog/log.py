@@ -136,6 +136,11 @@ class EventLog:
         return self._earliest
 
     @property
+    def closed(self) -> bool:
+        """True once `close` has begun; `wait_for_head` then returns False without waiting."""
+        return self._closed
+
+    @property
     def healthy(self) -> bool:
         """False after a commit failed, until the next commit succeeds."""
         return self._healthy and not self._closed
