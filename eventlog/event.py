@@ -180,7 +180,15 @@ def _check_event(value: Any, index: int, problems: list[AttributeProblem]) -> Ev
 
     if len(problems) > before:
         return None
-    canonical = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+    try:
+        canonical = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as error:
+        # The attributes passed their checks, so the data is at fault: a string
+        # with an unpaired surrogate, which JSON can carry but UTF-8 cannot.
+        problems.append(
+            AttributeProblem(index, "data", f"The data cannot be stored as UTF-8 JSON: {error}.")
+        )
+        return None
     return Event(fields=fields, canonical=canonical)
 
 
@@ -262,10 +270,22 @@ def _check_time(value: str, fail: Any) -> None:
     try:
         ciso8601.parse_rfc3339(value)
     except ValueError:
+        # RFC 3339 allows the leap second 60 (section 5.6, time-second), but
+        # ciso8601 2.x rejects it, so check the rest with second 59 instead.
+        if value[17:19] == "60" and _is_rfc3339(value[:17] + "59" + value[19:]):
+            return
         fail(
             f"The time {value!r} is not an RFC 3339 timestamp with an offset, "
             "such as '2024-05-01T12:00:00Z'."
         )
+
+
+def _is_rfc3339(value: str) -> bool:
+    try:
+        ciso8601.parse_rfc3339(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_base64(value: Any, fail: Any) -> None:
