@@ -12,8 +12,9 @@ from pathlib import Path
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from eventlog import EventLog
 from eventlog.event import DEFAULT_MAX_EVENT_BYTES
@@ -23,11 +24,14 @@ from feeds.openapi import openapi
 from feeds.pages import read_page
 from feeds.problems import Problem, install_handlers, problem_response
 from feeds.publish import publish
+from feeds.stream import DEFAULT_HEARTBEAT_SECONDS, stream_events
 
 logger = logging.getLogger(__name__)
 
 DATABASE_FILE = "events.duckdb"
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+# The dashboard: plain HTML, CSS and JavaScript, served as they are.
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,13 @@ class Settings:
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     tail_capacity: int = DEFAULT_TAIL_CAPACITY
+    # Seconds between heartbeat comments on idle streams.
+    heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
+
+
+async def dashboard(request: Request) -> Response:
+    """Answer the live dashboard's page; its scripts and styles are under /static."""
+    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 async def health(request: Request) -> Response:
@@ -63,6 +74,7 @@ def create_app(
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     tail_capacity: int = DEFAULT_TAIL_CAPACITY,
+    heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
 ) -> Starlette:
     """Build the application for the log in `data_dir`; the log opens at startup."""
     settings = Settings(
@@ -70,6 +82,7 @@ def create_app(
         max_event_bytes=max_event_bytes,
         max_request_bytes=max_request_bytes,
         tail_capacity=tail_capacity,
+        heartbeat_seconds=heartbeat_seconds,
     )
 
     @contextlib.asynccontextmanager
@@ -92,9 +105,12 @@ def create_app(
     routes = [
         Route("/events", publish, methods=["POST"]),
         Route("/events", read_page, methods=["GET"]),
+        Route("/events/stream", stream_events, methods=["GET"]),
+        Route("/", dashboard, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.settings = settings
@@ -106,7 +122,10 @@ def create_app(
 def app_from_environment() -> Starlette:
     """Build the application from environment variables, for ASGI servers' factory mode.
 
-    `EVENTLOG_DATA_DIR` is the data folder (required). Example:
+    `EVENTLOG_DATA_DIR` is the data folder (required). Optional:
+    `EVENTLOG_MAX_EVENT_BYTES`, `EVENTLOG_TAIL_CAPACITY` (events kept in
+    memory) and `EVENTLOG_HEARTBEAT_SECONDS` (between comments on idle
+    streams, default 15). Example:
     `EVENTLOG_DATA_DIR=/var/lib/eventlog uvicorn --factory feeds.app:app_from_environment`.
     """
     data_dir = os.environ.get("EVENTLOG_DATA_DIR")
@@ -116,4 +135,20 @@ def app_from_environment() -> Starlette:
         Path(data_dir),
         max_event_bytes=int(os.environ.get("EVENTLOG_MAX_EVENT_BYTES", DEFAULT_MAX_EVENT_BYTES)),
         tail_capacity=int(os.environ.get("EVENTLOG_TAIL_CAPACITY", DEFAULT_TAIL_CAPACITY)),
+        heartbeat_seconds=_positive_seconds(
+            "EVENTLOG_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS
+        ),
     )
+
+
+def _positive_seconds(variable: str, default: float) -> float:
+    text = os.environ.get(variable)
+    if text is None:
+        return default
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise RuntimeError(f"Set {variable} to a positive number of seconds, not {text!r}.")
+    return seconds

@@ -65,6 +65,28 @@ _FEED_PARAMETERS: list[dict[str, Any]] = [
     _filter_parameter("id", "Filter on id, like 'type'."),
 ]
 
+_STREAM_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "Last-Event-ID",
+        "in": "header",
+        "description": "Cursor to resume from, sent by EventSource on reconnect; takes "
+        "precedence over 'after' and 'since'.",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+    *(
+        parameter
+        for parameter in _FEED_PARAMETERS
+        if parameter["name"] not in ("limit", "wait")
+    ),
+    {
+        "name": "access_token",
+        "in": "query",
+        "description": "Bearer token for clients that cannot send an Authorization header "
+        "(RFC 6750, section 2.3).",
+        "schema": {"type": "string"},
+    },
+]
+
 _CLOUDEVENT: dict[str, Any] = {
     "type": "object",
     "description": "A CloudEvent 1.0.2 in the JSON format. Extension attributes are "
@@ -218,6 +240,35 @@ DOCUMENT: dict[str, Any] = {
                     "410": _problem("The cursor is older than the retention horizon."),
                 },
             },
+        },
+        "/events/stream": {
+            "get": {
+                "summary": "Follow the feed as Server-Sent Events: history first, then live.",
+                "operationId": "streamEvents",
+                "description": "Starts after Last-Event-ID, else 'after' or 'since', else at "
+                "the head (only new events). Each event is one message with 'id: <sequence>' "
+                "and 'data: <the event as one line of JSON>', without an 'event:' field. The "
+                "first message sets 'retry:' and 'id:' to the start cursor and carries no "
+                "data. A comment line arrives at least every 15 seconds. Any other parameter "
+                "named like an extension attribute (a-z, 0-9) filters on that attribute.",
+                "parameters": _STREAM_PARAMETERS,
+                "responses": {
+                    "200": {
+                        "description": "An endless stream of events in sequence order.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "400": _problem("A parameter or the Last-Event-ID header is invalid."),
+                    "410": _problem("The cursor is older than the retention horizon."),
+                    "503": _problem("The server is shutting down."),
+                },
+            }
+        },
+        "/": {
+            "get": {
+                "summary": "The live dashboard, a page that follows /events/stream.",
+                "operationId": "dashboard",
+                "responses": {"200": {"description": "HTML.", "content": {"text/html": {}}}},
+            }
         },
         "/health": {
             "get": {

@@ -1,0 +1,151 @@
+"""`GET /events/stream`: a feed as Server-Sent Events, history first and then live events.
+
+One cursor drives the whole stream. Each step reads the next page after the
+cursor with `EventLog.read`, sends its events, and moves the cursor to the
+page's `next_after`. When the cursor reaches the head, the stream waits with
+`EventLog.wait_for_head`. History and live events are therefore the same
+loop: the log serves old cursors from storage in short reads and recent ones
+from its in-memory tail, and there is no separate live subscription whose
+start could race with publishers, so nothing is skipped or sent twice at the
+switch.
+
+The wire format, one message per event:
+
+    id: 42
+    data: {"specversion":"1.0","id":"…","sequence":"42",…}
+
+The first message carries only `retry:` and the start cursor as `id:`. It
+dispatches no event, but an `EventSource` remembers the id, so a reconnect
+that happens before the first event resumes where the stream began.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+
+from sse_starlette.sse import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import Response
+
+from eventlog import EventLog, EventLogError, LogUnavailable, Page
+from eventlog.filters import Matcher
+from feeds.metrics import Metrics
+from feeds.pages import parse_feed_query
+from feeds.problems import bad_request
+
+logger = logging.getLogger(__name__)
+
+# Query parameters of the stream that are not attribute filters. `limit` and
+# `wait` belong to pages, and are reserved here so that they are rejected
+# instead of read as filters on extension attributes of those names.
+# `access_token` carries a bearer token for browsers, which cannot send headers.
+STREAM_PARAMETERS = ("after", "since", "limit", "wait", "access_token")
+
+# Events per read. A stream keeps at most one such page in memory, besides the
+# transport's write buffer.
+STREAM_PAGE_EVENTS = 100
+
+# How long a client waits before reconnecting, sent in the `retry:` field.
+RETRY_MILLISECONDS = 2000
+
+DEFAULT_HEARTBEAT_SECONDS = 15.0
+
+
+async def stream_events(request: Request) -> Response:
+    """Stream the feed as SSE, from `Last-Event-ID`, else `after` or `since`, else the head.
+
+    Bad parameters, a bad `Last-Event-ID` and an expired cursor are answered
+    with a problem response before the stream starts.
+    """
+    log: EventLog = request.app.state.log
+    query = parse_feed_query(request.query_params.multi_items(), STREAM_PARAMETERS)
+    if query.limit_given or query.wait_given:
+        name = "limit" if query.limit_given else "wait"
+        raise bad_request(
+            f"The parameter {name!r} applies to pages of GET /events, not to streams; "
+            "leave it out.",
+            parameter=name,
+        )
+    if log.closed:
+        raise LogUnavailable("The server is shutting down; reconnect to another server or later.")
+
+    last_event_id = parse_last_event_id(request.headers)
+    since = query.since
+    if last_event_id is not None:
+        after, since = last_event_id, None
+    elif since is None and "after" not in request.query_params:
+        after = log.head
+    else:
+        after = query.after
+
+    # The first read also checks the cursor (410 when it is expired) and
+    # resolves `since`, so that these errors arrive as problem responses.
+    first = await log.read(after=after, filter=query.filter, limit=STREAM_PAGE_EVENTS, since=since)
+    start = first.events[0].sequence - 1 if first.events else first.next_after
+
+    settings = request.app.state.settings
+    return EventSourceResponse(
+        _messages(log, request.app.state.metrics, query.filter, first, start),
+        headers={"Cache-Control": "no-cache"},
+        ping=settings.heartbeat_seconds,
+        sep="\n",
+    )
+
+
+def parse_last_event_id(headers: Mapping[str, str]) -> int | None:
+    """Return the cursor in the `Last-Event-ID` header, None without one; raise 400 if invalid.
+
+    >>> parse_last_event_id({"last-event-id": "42"})
+    42
+    """
+    text = headers.get("last-event-id")
+    if text is None:
+        return None
+    if not text.isascii() or not text.isdigit():
+        raise bad_request(
+            f"The Last-Event-ID header must be a sequence (a whole number of 0 or more), "
+            f"not {text!r}. Send the id of the last event received, or leave the header out.",
+            header="Last-Event-ID",
+        )
+    return int(text)
+
+
+async def _messages(
+    log: EventLog, metrics: Metrics, filter: Matcher, page: Page, start: int
+) -> AsyncIterator[bytes]:
+    """Yield SSE messages from `page` on, one page per chunk, until the log closes.
+
+    The response pulls the next chunk only after the previous one was handed
+    to the transport, and uvicorn's send (0.55, httptools and h11) waits while
+    the transport's buffer is above its high-water mark. A stalled client
+    therefore stops the loop, and its cursor falls back to storage reads when
+    the tail moves on.
+    """
+    metrics.open_streams.inc()
+    cursor = start
+    logger.debug("Opened a stream at cursor %d", cursor)
+    try:
+        yield b"retry: %d\nid: %d\n\n" % (RETRY_MILLISECONDS, start)
+        while True:
+            if page.events:
+                yield _encode(page)
+            cursor = page.next_after
+            if cursor >= log.head and not await log.wait_for_head(cursor):
+                break
+            if log.closed:
+                break
+            page = await log.read(after=cursor, filter=filter, limit=STREAM_PAGE_EVENTS)
+    except EventLogError as error:
+        # Ending the stream lets the client reconnect with Last-Event-ID and
+        # receive the error as a problem response, such as 410 for a cursor
+        # that retention removed meanwhile.
+        logger.warning("Ended a stream at cursor %d: %s", cursor, error)
+    finally:
+        metrics.open_streams.dec()
+        logger.debug("Closed a stream at cursor %d", cursor)
+
+
+def _encode(page: Page) -> bytes:
+    # Stored events are one line of JSON already, so each is one `data:` line.
+    return b"".join(b"id: %d\ndata: %s\n\n" % (event.sequence, event.event) for event in page.events)
