@@ -11,6 +11,8 @@ validates, so all modes follow one set of rules.
 from __future__ import annotations
 
 import base64
+import json
+import math
 import re
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -30,6 +32,8 @@ BATCH_MEDIA_TYPE = BATCH
 
 _JSON_MEDIA_TYPE = re.compile(r"(application|text)/([a-z0-9.+-]+\+)?json")
 _TEXT_MEDIA_TYPE = re.compile(r"text/.*|application/([a-z0-9.+-]+\+)?xml")
+# A JSON escape of a UTF-16 surrogate code unit, \uD800 to \uDFFF.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 async def publish(request: Request) -> Response:
@@ -174,12 +178,38 @@ def _media_type(content_type: str | None) -> str | None:
 
 
 def _decode_json(body: bytes) -> Any:
+    """Decode a JSON request body, or raise a 400 problem.
+
+    orjson rejects an unpaired surrogate escape such as `\\ud800`, which RFC
+    8259 allows. Such a body is decoded again with the standard library,
+    so that validation can name the event and attribute that hold it.
+    """
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as error:
-        raise bad_request(
-            f"The body is not valid JSON (UTF-8, no unpaired surrogates): {error}."
-        ) from error
+        if _SURROGATE_ESCAPE.search(body) is None:
+            raise _not_json(error) from error
+        try:
+            return json.loads(
+                body.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite
+            )
+        except (ValueError, RecursionError):
+            raise _not_json(error) from error
+
+
+def _not_json(error: Exception) -> Problem:
+    return bad_request(f"The body is not valid JSON (UTF-8, no unpaired surrogates): {error}.")
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is too large for a JSON number")
+    return number
 
 
 def _object(value: Any) -> Any:
