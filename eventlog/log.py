@@ -152,9 +152,10 @@ class EventLog:
 
         `audit`, when given, is committed in the same transaction, completed
         with the count and sequence range. Raises `DuplicateConflict` when an
-        event reuses a stored (source, id) with different content, and
-        `LogUnavailable` when the commit fails; in both cases nothing of
-        `events` is appended.
+        event reuses a stored (source, id) with different content,
+        `InvalidEvent` when two events of `events` share a (source, id) but
+        differ, and `LogUnavailable` when the commit fails; in each case
+        nothing of `events` is appended.
         """
         if not events:
             return []

@@ -22,7 +22,13 @@ from typing import Any
 
 import orjson
 
-from eventlog.errors import DuplicateConflict, EventLogError, LogUnavailable
+from eventlog.errors import (
+    AttributeProblem,
+    DuplicateConflict,
+    EventLogError,
+    InvalidEvent,
+    LogUnavailable,
+)
 from eventlog.event import CORE_ATTRIBUTES, DATA_MEMBERS, Event, attribute_strings
 from eventlog.storage import AuditRecord, EventRecord, Storage
 
@@ -214,6 +220,10 @@ class Writer:
             existing = pending.get(identity) or stored.get(identity)
             if existing is not None:
                 sequence, stored_digest = existing
+                if stored_digest != digest and identity in pending:
+                    # No event with this identity is stored, so there is no
+                    # sequence to name in a conflict: the request is invalid.
+                    return _conflict_within(request.events, index)
                 if stored_digest != digest:
                     return DuplicateConflict(index, event.source, event.id, sequence)
                 outcomes.append(Appended(sequence, True))
@@ -245,9 +255,24 @@ class Writer:
                 appended.duplicate and appended.sequence <= previous_head for appended in outcome
             ):
                 continue  # Only duplicates of events already on disk: still true.
-            if isinstance(outcome, DuplicateConflict):
+            if isinstance(outcome, (DuplicateConflict, InvalidEvent)):
                 continue
             request.outcome = unavailable
+
+
+def _conflict_within(events: Sequence[Event], index: int) -> InvalidEvent:
+    """Describe event `index` reusing the (source, id) of an earlier, different event of its request."""
+    event = events[index]
+    earlier = next(
+        position
+        for position, other in enumerate(events)
+        if (other.source, other.id) == (event.source, event.id)
+    )
+    message = (
+        f"Events {earlier} and {index} of the request have source {event.source!r} and id "
+        f"{event.id!r} but different content; give each event its own id."
+    )
+    return InvalidEvent([AttributeProblem(index, "id", message)])
 
 
 def _publish_audit(group: list[AppendRequest]) -> list[AuditRecord]:
