@@ -142,35 +142,11 @@ def parse_batch(values: Any, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> list[E
             events.append(event)
     if problems:
         raise InvalidEvent(problems)
-    _check_identities(events)
 
     for index, event in enumerate(events):
         if len(event.canonical) > max_bytes:
             raise EventTooLarge(index, len(event.canonical), max_bytes)
     return events
-
-
-def _check_identities(events: list[Event]) -> None:
-    """Reject a batch that carries two different events with the same `source` and `id`.
-
-    Neither can be stored yet, so there is no existing sequence to answer a
-    409 with: the batch itself is invalid.
-    """
-    first: dict[tuple[str, str], tuple[int, bytes]] = {}
-    problems: list[AttributeProblem] = []
-    for index, event in enumerate(events):
-        seen, canonical = first.setdefault((event.source, event.id), (index, event.canonical))
-        if canonical != event.canonical:
-            problems.append(
-                AttributeProblem(
-                    index,
-                    "id",
-                    f"The source {event.source!r} and id {event.id!r} identify event {seen} "
-                    "of this batch, which differs from this one. Give a new event a new id.",
-                )
-            )
-    if problems:
-        raise InvalidEvent(problems)
 
 
 def _check_event(value: Any, index: int, problems: list[AttributeProblem]) -> Event | None:
