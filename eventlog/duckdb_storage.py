@@ -318,13 +318,19 @@ def _stored(rows: list[tuple[Any, ...]]) -> list[StoredEvent]:
 
 
 def _rollback(connection: duckdb.DuckDBPyConnection) -> None:
+    # Roll back first: after a failed statement the transaction is aborted,
+    # and DuckDB rejects every other command on the connection, unregister
+    # included, until the rollback.
     try:
-        connection.unregister("appended_events")
-        connection.unregister("appended_audit")
         connection.rollback()
     except duckdb.Error as error:
         # No transaction is open when BEGIN itself failed.
         logger.debug("Rollback after a failed append: %s", error)
+    try:
+        connection.unregister("appended_events")
+        connection.unregister("appended_audit")
+    except duckdb.Error as error:
+        logger.warning("Cannot unregister the views of a failed append: %s", error)
 
 
 def _to_arrow(records: Sequence[EventRecord]) -> pa.Table:
