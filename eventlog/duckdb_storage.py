@@ -141,7 +141,13 @@ class DuckDBStorage:
     def _connection(self) -> duckdb.DuckDBPyConnection:
         connection: duckdb.DuckDBPyConnection | None = getattr(self._local, "connection", None)
         if connection is None:
-            connection = self._database.cursor()
+            try:
+                connection = self._database.cursor()
+            except duckdb.Error as error:
+                raise LogUnavailable(
+                    f"Cannot connect to the event database {self.path!r}: {error}. "
+                    "The store is closed; open it again."
+                ) from error
             self._local.connection = connection
             with self._lock:
                 self._connections.append(connection)
@@ -179,7 +185,9 @@ class DuckDBStorage:
             if audit:
                 self._insert_audit(connection, audit)
             connection.commit()
-        except (duckdb.Error, pa.ArrowException) as error:
+        # pyarrow raises OverflowError, not an ArrowException, for an
+        # integer that does not fit its column.
+        except (duckdb.Error, pa.ArrowException, OverflowError) as error:
             _rollback(connection)
             raise LogUnavailable(
                 f"Cannot commit {len(records)} events to {self.path!r}: {error}"
@@ -292,7 +300,7 @@ class DuckDBStorage:
     def checkpoint(self) -> None:
         try:
             self._connection().execute("CHECKPOINT")
-        except duckdb.Error as error:
+        except (duckdb.Error, LogUnavailable) as error:
             logger.warning("Checkpoint of %s failed: %s", self.path, error)
 
     def close(self) -> None:
