@@ -162,8 +162,9 @@ def _binary_data(body: bytes, media_type: str | None) -> dict[str, Any]:
                 raise InvalidEvent(
                     [AttributeProblem(0, "data", f"The body is not valid JSON: {error}.")]
                 ) from error
-            # No Content-Type and not JSON: keep the bytes as they came.
-    elif _TEXT_MEDIA_TYPE.fullmatch(media_type):
+            # No Content-Type and not JSON: UTF-8 text is a string, as the
+            # CloudEvents SDKs send a string's data and read such a body back.
+    if media_type is None or _TEXT_MEDIA_TYPE.fullmatch(media_type):
         try:
             return {"data": body.decode("utf-8")}
         except UnicodeDecodeError:
