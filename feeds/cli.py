@@ -1,0 +1,159 @@
+"""The `eventlog` command: run the server, and publish and read events over HTTP.
+
+`eventlog serve` runs the web application under uvicorn. The client
+commands (`publish`, `tail`) talk to a server through the HTTP API only, so
+they work the same against a remote one. This is the one place that
+configures logging, and only for `serve`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import click
+
+from feeds.cli_client import InputError, is_loopback
+from feeds.cli_publish import publish
+from feeds.cli_tail import tail
+from feeds.settings import DATA_DIR_VARIABLE, default_data_dir
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+# Copies of `eventlog.event.DEFAULT_MAX_EVENT_BYTES` and
+# `eventlog.log.DEFAULT_TAIL_CAPACITY`, so that client commands start without
+# importing the log and its database driver. A test keeps them equal.
+SERVER_DEFAULT_MAX_EVENT_BYTES = 65536
+SERVER_DEFAULT_TAIL_CAPACITY = 50_000
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="eventlog")
+def cli() -> None:
+    """Run a durable, ordered log of CloudEvents, and publish and read its events over HTTP.
+
+    \b
+    Example:
+      eventlog serve --data-dir ./data
+    """
+
+
+@cli.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help=f"Folder of the log's database, created if missing [default: ${DATA_DIR_VARIABLE}, "
+    "else $XDG_DATA_HOME/eventlog, else ~/.local/share/eventlog].",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    help="TCP port to listen on.",
+)
+@click.option(
+    "--max-event-bytes",
+    type=click.IntRange(min=1),
+    default=SERVER_DEFAULT_MAX_EVENT_BYTES,
+    show_default=True,
+    help="Maximum size of one event, in bytes of JSON.",
+)
+@click.option(
+    "--tail-capacity",
+    type=click.IntRange(min=1),
+    default=SERVER_DEFAULT_TAIL_CAPACITY,
+    show_default=True,
+    help="Number of newest events kept in memory for fast reads.",
+)
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Serve every request without a token, as an admin; only with a loopback --host.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="Minimum level of the log messages written to standard error.",
+)
+def serve(
+    data_dir: Path | None,
+    host: str,
+    port: int,
+    max_event_bytes: int,
+    tail_capacity: int,
+    no_auth: bool,
+    log_level: str,
+) -> None:
+    """Run the event log server until it receives SIGINT or SIGTERM.
+
+    The log is the file events.duckdb in the data folder. With no tokens
+    yet, the server creates an admin token and writes it to admin.token in
+    the data folder, where the client commands on this machine find it.
+    Every request is logged to standard error.
+
+    \b
+    Example:
+      eventlog serve --data-dir /var/lib/eventlog --host 0.0.0.0 --port 8000
+    """
+    # Imported here so that the client commands start without the web stack.
+    import uvicorn
+
+    from feeds.app import create_app
+
+    if no_auth and not is_loopback(host):
+        raise click.UsageError(
+            f"--no-auth needs a loopback --host such as 127.0.0.1, not {host!r}, because "
+            "anyone who can reach the server could then read and publish everything."
+        )
+    if data_dir is None:
+        data_dir = default_data_dir()
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(
+            f"Cannot create the data folder {str(data_dir)!r}: {error.strerror or error}. "
+            f"Choose another with --data-dir or {DATA_DIR_VARIABLE}."
+        ) from error
+
+    level = log_level.upper()
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+    app = create_app(
+        data_dir, max_event_bytes=max_event_bytes, tail_capacity=tail_capacity, auth=not no_auth
+    )
+
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop" if _importable("uvloop") else "asyncio",
+        http="httptools" if _importable("httptools") else "h11",
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        access_log=True,
+        # Keep the handlers configured above instead of uvicorn's own.
+        log_config=None,
+        log_level=level.lower(),
+    )
+
+
+def _importable(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+cli.add_command(publish)
+cli.add_command(tail)
+
+
+def main() -> None:
+    """Run the `eventlog` command line; the console script's entry point."""
+    cli(prog_name="eventlog")
+
+
+if __name__ == "__main__":
+    main()
