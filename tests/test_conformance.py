@@ -22,8 +22,7 @@ import re
 import textwrap
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -39,7 +38,6 @@ from cloudevents.core.bindings.http import (
     to_binary_event,
     to_structured_event,
 )
-from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from dateutil.parser import isoparse
 
@@ -190,7 +188,7 @@ PLACEHOLDERS = {"{0}": "50019855", "{1}": "1337"}
 
 def fill_template(text: str) -> str:
     text = text.replace("{{$randomUUID}}", str(uuid.uuid4()))
-    now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     text = text.replace("{{$isoTimestamp}}", now)
     for placeholder, value in PLACEHOLDERS.items():
         text = text.replace(placeholder, value)
@@ -208,7 +206,7 @@ def altinn_sample(name: str) -> tuple[Any, list[dict[str, Any]]]:
     if isinstance(value, dict) and "_response_body" in value:
         value = value["_response_body"]
     items = value if isinstance(value, list) else [value]
-    events = [item["cloudEvent"] if "cloudEvent" in item else item for item in items]
+    events = [item.get("cloudEvent", item) for item in items]
     for event in events:
         assert event.get("specversion") == "1.0", f"{name} holds something other than events"
         event.setdefault("id", str(uuid.uuid4()))
@@ -234,7 +232,9 @@ def test_altinn_events_round_trip_one_by_one_in_structured_mode(
     client = servers("altinn-structured")
     _, events = altinn_sample(name)
     for event in events:
-        response = client.post("/events", content=orjson.dumps(event), headers={"content-type": STRUCTURED})
+        response = client.post(
+            "/events", content=orjson.dumps(event), headers={"content-type": STRUCTURED}
+        )
         [sequence] = published_sequences(response, 1)
         assert_round_trip(client, sequence, event)
 
@@ -325,7 +325,9 @@ def transport_headers(case: dict[str, Any]) -> dict[str, str]:
     return dict(case.get("TransportExtensions") or {})
 
 
-def raw_binary_request(case: dict[str, Any], attributes: dict[str, str]) -> tuple[dict[str, str], bytes]:
+def raw_binary_request(
+    case: dict[str, Any], attributes: dict[str, str]
+) -> tuple[dict[str, str], bytes]:
     headers = transport_headers(case)
     for name, value in attributes.items():
         if name == "datacontenttype":
@@ -509,7 +511,11 @@ def test_binary_mode_percent_decodes_header_values_as_utf8(
 @pytest.mark.parametrize(
     ("header", "attribute"),
     [
-        pytest.param('"urn:altinn:resource:app_ttd_apps-test"', "urn:altinn:resource:app_ttd_apps-test", id="quoted"),
+        pytest.param(
+            '"urn:altinn:resource:app_ttd_apps-test"',
+            "urn:altinn:resource:app_ttd_apps-test",
+            id="quoted",
+        ),
         pytest.param('"hello world"', "hello world", id="quoted-with-space"),
         pytest.param('"%E2%9C%93"', "\u2713", id="quoted-then-percent-decoded"),
         pytest.param('""', "", id="quoted-empty-extension"),
@@ -577,7 +583,9 @@ def test_binary_mode_bytes_come_back_as_data_base64(
 
 
 @pytest.mark.parametrize(
-    "content_type", [None, "application/json", "text/plain"], ids=["no-content-type", "json", "text"]
+    "content_type",
+    [None, "application/json", "text/plain"],
+    ids=["no-content-type", "json", "text"],
 )
 def test_binary_mode_empty_body_gives_no_data(
     servers: Callable[[str], httpx.Client], content_type: str | None
@@ -646,7 +654,10 @@ def test_sdk_data_round_trips(
     servers: Callable[[str], httpx.Client], mode: str, content_type: str | None, data: Any
 ) -> None:
     client = servers("binary-details")
-    attributes: dict[str, Any] = {"type": "com.example.sdk", "source": "https://tests.example.com/sdk"}
+    attributes: dict[str, Any] = {
+        "type": "com.example.sdk",
+        "source": "https://tests.example.com/sdk",
+    }
     if content_type is not None:
         attributes["datacontenttype"] = content_type
     sent = CloudEvent(attributes, data)

@@ -27,12 +27,33 @@ METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 INFO_FIELDS = {"title", "summary", "description", "termsOfService", "contact", "license", "version"}
 PATH_ITEM_FIELDS = {"$ref", "summary", "description", "servers", "parameters", *METHODS}
 OPERATION_FIELDS = {
-    "tags", "summary", "description", "externalDocs", "operationId", "parameters",
-    "requestBody", "responses", "callbacks", "deprecated", "security", "servers",
+    "tags",
+    "summary",
+    "description",
+    "externalDocs",
+    "operationId",
+    "parameters",
+    "requestBody",
+    "responses",
+    "callbacks",
+    "deprecated",
+    "security",
+    "servers",
 }
 PARAMETER_FIELDS = {
-    "name", "in", "description", "required", "deprecated", "allowEmptyValue", "style",
-    "explode", "allowReserved", "schema", "example", "examples", "content",
+    "name",
+    "in",
+    "description",
+    "required",
+    "deprecated",
+    "allowEmptyValue",
+    "style",
+    "explode",
+    "allowReserved",
+    "schema",
+    "example",
+    "examples",
+    "content",
 }
 HEADER_FIELDS = PARAMETER_FIELDS - {"name", "in"}
 REQUEST_BODY_FIELDS = {"description", "content", "required"}
@@ -87,7 +108,9 @@ def unknown_fields(value: dict[str, Any], allowed: set[str]) -> set[str]:
     return {name for name in value if name not in allowed and not name.startswith("x-")}
 
 
-def test_the_document_describes_exactly_the_routes(document: dict[str, Any], tmp_path: Path) -> None:
+def test_the_document_describes_exactly_the_routes(
+    document: dict[str, Any], tmp_path: Path
+) -> None:
     routed = routed_operations(tmp_path)
     documented = documented_operations(document)
     assert routed - documented == set(), "routes missing from /openapi.json"
@@ -96,7 +119,9 @@ def test_the_document_describes_exactly_the_routes(document: dict[str, Any], tmp
 
 def test_the_routes_include_the_publish_and_read_endpoints(tmp_path: Path) -> None:
     # Guards the comparison above against an app whose routes it cannot see.
-    assert {("/events", "post"), ("/events", "get"), ("/openapi.json", "get")} <= routed_operations(tmp_path)
+    assert {("/events", "post"), ("/events", "get"), ("/openapi.json", "get")} <= routed_operations(
+        tmp_path
+    )
 
 
 def test_the_document_is_openapi_3_1(document: dict[str, Any]) -> None:
@@ -210,4 +235,6 @@ def test_every_reference_resolves(document: dict[str, Any]) -> None:
 def test_the_problem_schema_has_the_rfc_9457_members(document: dict[str, Any]) -> None:
     problem = document["components"]["schemas"]["Problem"]
     assert {"type", "title", "status", "detail"} <= set(problem["required"])
-    assert {"index", "attribute", "message"} <= set(problem["properties"]["errors"]["items"]["required"])
+    assert {"index", "attribute", "message"} <= set(
+        problem["properties"]["errors"]["items"]["required"]
+    )

@@ -114,7 +114,9 @@ def rejected(
     return body
 
 
-def post(client: httpx.Client, body: Any, content_type: str | None = STRUCTURED) -> Callable[[], httpx.Response]:
+def post(
+    client: httpx.Client, body: Any, content_type: str | None = STRUCTURED
+) -> Callable[[], httpx.Response]:
     content = body if isinstance(body, bytes) else orjson.dumps(body)
     headers = {} if content_type is None else {"content-type": content_type}
     return lambda: client.post("/events", content=content, headers=headers)
@@ -142,10 +144,16 @@ def binary_headers(**changes: str | None) -> list[tuple[str, str]]:
 
 
 def test_the_valid_baseline_event_is_accepted_in_every_mode(client: httpx.Client) -> None:
-    structured = client.post("/events", content=orjson.dumps(event()), headers={"content-type": STRUCTURED})
-    batch = client.post("/events", content=orjson.dumps([event(), event()]), headers={"content-type": BATCH})
+    structured = client.post(
+        "/events", content=orjson.dumps(event()), headers={"content-type": STRUCTURED}
+    )
+    batch = client.post(
+        "/events", content=orjson.dumps([event(), event()]), headers={"content-type": BATCH}
+    )
     plain = client.post("/events", content=orjson.dumps(event()), headers={"content-type": JSON})
-    binary = client.post("/events", content=b"{}", headers=[*binary_headers(), ("content-type", JSON)])
+    binary = client.post(
+        "/events", content=b"{}", headers=[*binary_headers(), ("content-type", JSON)]
+    )
     assert structured.status_code == 201, structured.text
     assert batch.status_code == 201, batch.text
     assert plain.status_code == 201, plain.text
@@ -181,7 +189,11 @@ ATTRIBUTE_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("datacontenttype-no-slash", {"datacontenttype": "json"}, "datacontenttype"),
     ("datacontenttype-no-subtype", {"datacontenttype": "application/"}, "datacontenttype"),
     ("datacontenttype-space", {"datacontenttype": "application json"}, "datacontenttype"),
-    ("datacontenttype-bad-parameter", {"datacontenttype": "text/plain; charset"}, "datacontenttype"),
+    (
+        "datacontenttype-bad-parameter",
+        {"datacontenttype": "text/plain; charset"},
+        "datacontenttype",
+    ),
     ("datacontenttype-empty", {"datacontenttype": ""}, "datacontenttype"),
     ("extension-name-uppercase", {"Comexample": "x"}, "Comexample"),
     ("extension-name-camelcase", {"comExample": "x"}, "comExample"),
@@ -223,7 +235,10 @@ def test_an_invalid_attribute_is_rejected_and_named(
 
 @pytest.mark.parametrize(
     ("changes", "attribute"),
-    [pytest.param(changes, attribute, id=name) for name, changes, attribute in ATTRIBUTE_CASES[:12]],
+    [
+        pytest.param(changes, attribute, id=name)
+        for name, changes, attribute in ATTRIBUTE_CASES[:12]
+    ],
 )
 def test_an_invalid_attribute_is_rejected_with_plain_json_too(
     client: httpx.Client, changes: dict[str, Any], attribute: str
@@ -559,7 +574,9 @@ def test_a_415_lists_the_accepted_media_types(client: httpx.Client) -> None:
 
 
 def publish(client: httpx.Client, body: Any, content_type: str = STRUCTURED) -> httpx.Response:
-    return client.post("/events", content=orjson.dumps(body), headers={"content-type": content_type})
+    return client.post(
+        "/events", content=orjson.dumps(body), headers={"content-type": content_type}
+    )
 
 
 def test_a_different_event_with_a_stored_source_and_id_gets_409(client: httpx.Client) -> None:
@@ -574,7 +591,9 @@ def test_a_different_event_with_a_stored_source_and_id_gets_409(client: httpx.Cl
     assert body["type"].endswith("duplicate-conflict")
 
 
-def test_republishing_an_identical_event_returns_the_original_sequence(client: httpx.Client) -> None:
+def test_republishing_an_identical_event_returns_the_original_sequence(
+    client: httpx.Client,
+) -> None:
     original = event()
     first = publish(client, original)
     assert first.status_code == 201, first.text
@@ -620,7 +639,9 @@ def test_a_conflict_inside_a_batch_rejects_the_whole_batch(client: httpx.Client)
     assert later.status_code == 201, later.text
 
 
-def test_a_batch_with_a_duplicate_returns_the_original_sequence_in_place(client: httpx.Client) -> None:
+def test_a_batch_with_a_duplicate_returns_the_original_sequence_in_place(
+    client: httpx.Client,
+) -> None:
     original = event()
     sequence = publish(client, original).json()["sequence"]
     fresh = event()
