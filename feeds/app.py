@@ -19,12 +19,15 @@ from starlette.staticfiles import StaticFiles
 from eventlog import EventLog
 from eventlog.event import DEFAULT_MAX_EVENT_BYTES
 from eventlog.log import DEFAULT_TAIL_CAPACITY
+from feeds.access import RedactTokens
+from feeds.admin import create_token, list_tokens, read_audit, revoke_token
 from feeds.metrics import Metrics, metrics
 from feeds.openapi import openapi
 from feeds.pages import read_page
 from feeds.problems import Problem, install_handlers, problem_response
 from feeds.publish import publish
 from feeds.stream import DEFAULT_HEARTBEAT_SECONDS, stream_events
+from feeds.tokens import TokenRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,8 @@ class Settings:
     tail_capacity: int = DEFAULT_TAIL_CAPACITY
     # Seconds between heartbeat comments on idle streams.
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
+    # False serves every request as an admin, on loopback addresses only.
+    auth: bool = True
 
 
 async def dashboard(request: Request) -> Response:
@@ -75,6 +80,7 @@ def create_app(
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     tail_capacity: int = DEFAULT_TAIL_CAPACITY,
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
+    auth: bool = True,
 ) -> Starlette:
     """Build the application for the log in `data_dir`; the log opens at startup."""
     settings = Settings(
@@ -83,6 +89,7 @@ def create_app(
         max_request_bytes=max_request_bytes,
         tail_capacity=tail_capacity,
         heartbeat_seconds=heartbeat_seconds,
+        auth=auth,
     )
 
     @contextlib.asynccontextmanager
@@ -96,6 +103,16 @@ def create_app(
         )
         app.state.log = log
         app.state.metrics.watch(log)
+        app.state.tokens = TokenRegistry(log)
+        await app.state.tokens.load()
+        _redact_access_log()
+        if settings.auth:
+            await app.state.tokens.ensure_admin_token(settings.data_dir)
+        else:
+            logger.warning(
+                "Authentication is off: every request is served as an admin, "
+                "on loopback addresses only"
+            )
         logger.info("Serving the event log in %s", path)
         try:
             yield
@@ -108,6 +125,10 @@ def create_app(
         Route("/events/stream", stream_events, methods=["GET"]),
         Route("/", dashboard, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
+        Route("/tokens", create_token, methods=["POST"]),
+        Route("/tokens", list_tokens, methods=["GET"]),
+        Route("/tokens/{name}", revoke_token, methods=["DELETE"]),
+        Route("/audit", read_audit, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
@@ -117,6 +138,12 @@ def create_app(
     app.state.metrics = Metrics()
     install_handlers(app)
     return app
+
+
+def _redact_access_log() -> None:
+    access_log = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactTokens) for f in access_log.filters):
+        access_log.addFilter(RedactTokens())
 
 
 def app_from_environment() -> Starlette:
@@ -138,6 +165,7 @@ def app_from_environment() -> Starlette:
         heartbeat_seconds=_positive_seconds(
             "EVENTLOG_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS
         ),
+        auth=os.environ.get("EVENTLOG_NO_AUTH", "") not in ("1", "true", "yes"),
     )
 
 

@@ -18,7 +18,10 @@ PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
 
 def _problem(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/problem+json": {"schema": PROBLEM}}}
+    return {
+        "description": description,
+        "content": {"application/problem+json": {"schema": PROBLEM}},
+    }
 
 
 def _filter_parameter(name: str, description: str) -> dict[str, Any]:
@@ -59,7 +62,9 @@ _FEED_PARAMETERS: list[dict[str, Any]] = [
         "description": "Seconds to hold the request while nothing matches (long-poll).",
         "schema": {"type": "number", "minimum": 0, "maximum": 60, "default": 0},
     },
-    _filter_parameter("type", "Filter on type: 'v' matches exactly, 'v*' by prefix; repeat for any-of."),
+    _filter_parameter(
+        "type", "Filter on type: 'v' matches exactly, 'v*' by prefix; repeat for any-of."
+    ),
     _filter_parameter("source", "Filter on source, like 'type'."),
     _filter_parameter("subject", "Filter on subject, like 'type'."),
     _filter_parameter("id", "Filter on id, like 'type'."),
@@ -73,11 +78,7 @@ _STREAM_PARAMETERS: list[dict[str, Any]] = [
         "precedence over 'after' and 'since'.",
         "schema": {"type": "string", "pattern": "^[0-9]+$"},
     },
-    *(
-        parameter
-        for parameter in _FEED_PARAMETERS
-        if parameter["name"] not in ("limit", "wait")
-    ),
+    *(parameter for parameter in _FEED_PARAMETERS if parameter["name"] not in ("limit", "wait")),
     {
         "name": "access_token",
         "in": "query",
@@ -204,13 +205,18 @@ DOCUMENT: dict[str, Any] = {
     "paths": {
         "/events": {
             "post": {
+                "security": [{"bearer": []}],
                 "summary": "Publish one event or a batch; answered after the commit to disk.",
                 "operationId": "publishEvents",
                 "requestBody": {"required": True, "content": _EVENT_BODIES},
                 "responses": {
                     "201": {"description": "Appended; new sequences.", **_PUBLISHED},
                     "200": {"description": "Every event was already in the log.", **_PUBLISHED},
-                    "400": _problem("An event is invalid; 'errors' names each index and attribute."),
+                    "400": _problem(
+                        "An event is invalid; 'errors' names each index and attribute."
+                    ),
+                    "401": _problem("No token, or an unknown one."),
+                    "403": _problem("No publish grant covers an event; 'errors' names each index."),
                     "409": _problem("A (source, id) is stored with different content."),
                     "413": _problem("An event or the request is too large."),
                     "415": _problem("The Content-Type is not a publishing mode."),
@@ -218,6 +224,7 @@ DOCUMENT: dict[str, Any] = {
                 },
             },
             "get": {
+                "security": [{"bearer": []}],
                 "summary": "Read a page of the feed after a cursor.",
                 "operationId": "readEvents",
                 "description": "Any other parameter named like an extension attribute "
@@ -237,6 +244,8 @@ DOCUMENT: dict[str, Any] = {
                         },
                     },
                     "400": _problem("A parameter is invalid."),
+                    "401": _problem("No token, or an unknown one."),
+                    "403": _problem("The token has no read grant."),
                     "410": _problem("The cursor is older than the retention horizon."),
                 },
             },
@@ -268,6 +277,125 @@ DOCUMENT: dict[str, Any] = {
                 "summary": "The live dashboard, a page that follows /events/stream.",
                 "operationId": "dashboard",
                 "responses": {"200": {"description": "HTML.", "content": {"text/html": {}}}},
+            }
+        },
+        "/tokens": {
+            "post": {
+                "summary": "Create a token (admin). The secret is in this response only.",
+                "operationId": "createToken",
+                "security": [{"bearer": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["name", "grants"],
+                                "properties": {
+                                    "name": {
+                                        "type": "string",
+                                        "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                                    },
+                                    "grants": {"type": "array", "items": {"type": "string"}},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": {
+                        "description": "The token, shown once.",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/IssuedToken"}
+                            }
+                        },
+                    },
+                    "400": _problem("The name or a grant is invalid."),
+                    "401": _problem("No token, or an unknown one."),
+                    "403": _problem("The token is not an admin's."),
+                    "409": _problem("A token with this name exists."),
+                },
+            },
+            "get": {
+                "summary": "List tokens' names and grants (admin); never the secrets.",
+                "operationId": "listTokens",
+                "security": [{"bearer": []}],
+                "responses": {
+                    "200": {
+                        "description": "Every token.",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/TokenInfo"},
+                                }
+                            }
+                        },
+                    },
+                    "401": _problem("No token, or an unknown one."),
+                    "403": _problem("The token is not an admin's."),
+                },
+            },
+        },
+        "/tokens/{name}": {
+            "delete": {
+                "summary": "Revoke a token (admin); it fails from the next request on.",
+                "operationId": "revokeToken",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "204": {"description": "Revoked."},
+                    "401": _problem("No token, or an unknown one."),
+                    "403": _problem("The token is not an admin's."),
+                    "404": _problem("No token has this name."),
+                },
+            }
+        },
+        "/audit": {
+            "get": {
+                "summary": "Read the audit trail (admin), oldest first, with a Link to the next page.",
+                "operationId": "readAudit",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {"name": "principal", "in": "query", "schema": {"type": "string"}},
+                    {"name": "action", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "schema": {"type": "string", "format": "date-time"},
+                    },
+                    {
+                        "name": "until",
+                        "in": "query",
+                        "schema": {"type": "string", "format": "date-time"},
+                    },
+                    {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "Audit records.",
+                        "headers": _LINK_HEADER,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/AuditRecord"},
+                                }
+                            }
+                        },
+                    },
+                    "400": _problem("A parameter is invalid."),
+                    "401": _problem("No token, or an unknown one."),
+                    "403": _problem("The token is not an admin's."),
+                },
             }
         },
         "/health": {
@@ -315,11 +443,47 @@ DOCUMENT: dict[str, Any] = {
         },
     },
     "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         "schemas": {
             "CloudEvent": _CLOUDEVENT,
             "DeliveredEvent": _DELIVERED_EVENT,
             "Problem": _PROBLEM,
-        }
+            "IssuedToken": {
+                "type": "object",
+                "required": ["name", "token", "grants"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "token": {"type": "string"},
+                    "grants": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+            "TokenInfo": {
+                "type": "object",
+                "required": ["name", "grants", "created"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "grants": {"type": "array", "items": {"type": "string"}},
+                    "created": {"type": "string", "format": "date-time"},
+                },
+            },
+            "AuditRecord": {
+                "type": "object",
+                "required": ["id", "time", "principal", "action", "outcome", "status"],
+                "properties": {
+                    "id": {"type": "integer"},
+                    "time": {"type": "string", "format": "date-time"},
+                    "principal": {"type": "string"},
+                    "action": {"type": "string"},
+                    "outcome": {"enum": ["ok", "denied", "failed"]},
+                    "status": {"type": "integer"},
+                    "client": {"type": ["string", "null"]},
+                    "count": {"type": ["integer", "null"]},
+                    "first_sequence": {"type": ["integer", "null"]},
+                    "last_sequence": {"type": ["integer", "null"]},
+                    "detail": {"type": ["object", "null"]},
+                },
+            },
+        },
     },
 }
 

@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from eventlog import EventLog, Filter
 from eventlog.log import MAX_PAGE_LIMIT
+from feeds.access import audit_record, authenticate, require
 from feeds.problems import bad_request
 
 BATCH_MEDIA_TYPE = "application/cloudevents-batch+json"
@@ -40,15 +41,29 @@ class FeedQuery:
 async def read_page(request: Request) -> Response:
     """Answer one page of the feed, and a `Link` to the next one."""
     log: EventLog = request.app.state.log
+    principal = authenticate(request, "read")
+    require(request, principal, "read", "read")
     query = parse_feed_query(request.query_params.multi_items(), PAGE_PARAMETERS)
     page = await log.read(
         after=query.after,
-        filter=query.filter,
+        filter=principal.selection(query.filter),
         limit=query.limit,
         wait=query.wait,
         since=query.since,
     )
     request.app.state.metrics.feed_reads.inc()
+    log.record(
+        audit_record(
+            request,
+            principal.name,
+            "read",
+            200,
+            count=len(page.events),
+            first_sequence=page.events[0].sequence if page.events else None,
+            last_sequence=page.events[-1].sequence if page.events else None,
+            detail={"filter": query.filter.to_query(), "next_after": page.next_after},
+        )
+    )
     body = b"[" + b",".join(event.event for event in page.events) + b"]"
     headers = {"Link": f'<{next_url(request, query, page.next_after)}>; rel="next"'}
     return Response(body, 200, headers=headers, media_type=BATCH_MEDIA_TYPE)

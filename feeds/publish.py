@@ -21,8 +21,10 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from eventlog import EventLog, parse_batch, parse_event
+from eventlog import Event, EventLog, parse_batch, parse_event
 from eventlog.errors import AttributeProblem, InvalidEvent
+from feeds.access import audit_record, authenticate, deny, require
+from feeds.grants import Principal
 from feeds.problems import Problem, bad_request
 
 STRUCTURED = "application/cloudevents+json"
@@ -40,6 +42,8 @@ async def publish(request: Request) -> Response:
     """Validate and append the request's events; answer once they are on disk."""
     log: EventLog = request.app.state.log
     settings = request.app.state.settings
+    principal = authenticate(request, "publish")
+    require(request, principal, "publish", "publish")
     body = await read_body(request, settings.max_request_bytes)
     media_type = _media_type(request.headers.get("content-type"))
 
@@ -62,7 +66,8 @@ async def publish(request: Request) -> Response:
     else:
         raise _unsupported(request.headers.get("content-type"))
 
-    appended = await log.append(events)
+    _check_grants(request, principal, events)
+    appended = await log.append(events, audit_record(request, principal.name, "publish", 201))
     if batch:
         duplicates = sum(1 for a in appended if a.duplicate)
         status = 200 if duplicates == len(appended) else 201
@@ -75,6 +80,29 @@ async def publish(request: Request) -> Response:
     [single] = appended
     status = 200 if single.duplicate else 201
     return Response(orjson.dumps({"sequence": single.sequence}), status, media_type=JSON)
+
+
+def _check_grants(request: Request, principal: Principal, events: list[Event]) -> None:
+    """Raise 403 naming every event that none of the caller's publish grants covers."""
+    denied = [i for i, event in enumerate(events) if not principal.may_publish(event.attributes())]
+    if not denied:
+        return
+    shown = ", ".join(str(i) for i in denied[:20]) + (", …" if len(denied) > 20 else "")
+    deny(
+        request,
+        principal,
+        "publish",
+        f"The token {principal.name!r} may not publish event {shown}: no publish grant "
+        "matches its attributes. Nothing was appended.",
+        errors=[
+            {
+                "index": i,
+                "attribute": "source",
+                "message": "No publish grant of this token matches the event.",
+            }
+            for i in denied
+        ],
+    )
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -32,8 +32,9 @@ class Server:
     A stopped server can be started again on the same data folder and port.
     """
 
-    def __init__(self, data_dir: Path, **environment: str) -> None:
+    def __init__(self, data_dir: Path, log_level: str = "warning", **environment: str) -> None:
         self.data_dir = data_dir
+        self.log_level = log_level
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.environment = environment
@@ -41,7 +42,10 @@ class Server:
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
 
     def start(self) -> None:
-        env = dict(os.environ, EVENTLOG_DATA_DIR=str(self.data_dir), **self.environment)
+        # Authentication is off unless a test asks for it with EVENTLOG_NO_AUTH="0";
+        # the server listens on loopback only, where that is allowed.
+        env = dict(os.environ, EVENTLOG_DATA_DIR=str(self.data_dir), EVENTLOG_NO_AUTH="1")
+        env.update(self.environment)
         command = [
             sys.executable,
             "-m",
@@ -53,7 +57,7 @@ class Server:
             "--port",
             str(self.port),
             "--log-level",
-            "warning",
+            self.log_level,
         ]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
