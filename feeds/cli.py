@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from feeds.cli_admin import audit, token
 from feeds.cli_client import InputError, is_loopback
 from feeds.cli_publish import publish
 from feeds.cli_tail import tail
@@ -148,6 +149,8 @@ def _importable(module: str) -> bool:
 
 cli.add_command(publish)
 cli.add_command(tail)
+cli.add_command(token)
+cli.add_command(audit)
 
 
 def main() -> None:

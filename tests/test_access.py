@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -389,3 +390,65 @@ def test_reader_sees_only_granted(
     assert [e["sequence"] for e in received] == expected
     head = admin.get("/health").json()["head"]
     assert cursor == head
+
+
+def run_cli(server: Server, token: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "feeds.cli", *arguments, "--url", server.url, "--token", token],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_cli_token_lifecycle(auth_server: Server, admin_token: str) -> None:
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    created = run_cli(
+        auth_server,
+        admin_token,
+        "token",
+        "create",
+        "--name",
+        name,
+        "--grant",
+        "read subject=/party/1",
+    )
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.strip()
+    assert secret.startswith("elt_")
+    assert (
+        httpx.get(auth_server.url + "/events", headers=bearer(secret), timeout=30).status_code
+        == 200
+    )
+
+    listed = run_cli(auth_server, admin_token, "token", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert {"name": name, "grants": ["read subject=/party/1"]}.items() <= next(
+        entry for entry in orjson.loads(listed.stdout) if entry["name"] == name
+    ).items()
+    assert secret not in listed.stdout
+
+    revoked = run_cli(auth_server, admin_token, "token", "revoke", name)
+    assert revoked.returncode == 0, revoked.stderr
+    assert (
+        httpx.get(auth_server.url + "/events", headers=bearer(secret), timeout=30).status_code
+        == 401
+    )
+
+    again = run_cli(auth_server, admin_token, "token", "revoke", name)
+    assert again.returncode == 1
+    assert "404" in again.stderr
+
+    audit = run_cli(auth_server, admin_token, "audit", "--action", "token.revoke", "--json")
+    assert audit.returncode == 0, audit.stderr
+    rows = [orjson.loads(line) for line in audit.stdout.splitlines()]
+    assert any(row["detail"]["name"] == name for row in rows)
+
+
+def test_cli_admin_needs_admin(auth_server: Server, admin: httpx.Client) -> None:
+    reader = make_token(admin, ["read"])
+    result = run_cli(auth_server, reader, "token", "list")
+    assert result.returncode == 1
+    assert "403" in result.stderr
+    assert reader not in result.stderr
