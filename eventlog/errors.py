@@ -100,6 +100,18 @@ class InvalidFilter(EventLogError):
         super().__init__(message)
 
 
+class InvalidFilterExpression(InvalidFilter):
+    """A subscription's filter expression is malformed.
+
+    `path` locates the bad part in the request body, such as
+    `filters[0].all[1].prefix.type`, and the message starts with it.
+    """
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        super().__init__(path, f"{path}: {message}")
+
+
 class TokenExists(EventLogError):
     """A token with this name exists already."""
 

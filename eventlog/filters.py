@@ -19,6 +19,7 @@ from typing import Protocol
 from eventlog.errors import InvalidFilter
 from eventlog.event import CORE_ATTRIBUTES, is_attribute_name
 
+
 @dataclass(frozen=True, slots=True)
 class Pattern:
     """One filter value: an exact value, or a prefix when written with a trailing `*`."""
@@ -144,11 +145,12 @@ class Matcher(Protocol):
 class Selection:
     """A feed's filter combined with the reader's read grants.
 
-    An event is selected when it matches `filter` and at least one filter of
-    `scope`; a `scope` of None admits every event, and an empty one none.
+    An event is selected when it matches `filter` (a query filter or a
+    subscription's filter) and at least one filter of `scope`; a `scope` of
+    None admits every event, and an empty one none.
     """
 
-    filter: Filter
+    filter: Matcher
     scope: tuple[Filter, ...] | None = None
 
     def __bool__(self) -> bool:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from eventlog.errors import EventLogError, InvalidFilter
-from eventlog.filters import Filter, Selection
+from eventlog.filters import Filter, Matcher, Selection
 
 ACTIONS = ("publish", "read", "admin")
 
@@ -101,8 +101,8 @@ class Principal:
             return None
         return tuple(grant.filter for grant in self.grants if grant.action == "read")
 
-    def selection(self, filter: Filter) -> Selection:
-        """Return what this principal receives of a feed with `filter`."""
+    def selection(self, filter: Matcher) -> Selection:
+        """Return what this principal receives of a feed or subscription with `filter`."""
         return Selection(filter, self.read_scope())
 
 

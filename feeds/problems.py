@@ -25,6 +25,7 @@ from eventlog import (
     InvalidFilter,
     LogUnavailable,
 )
+from eventlog.errors import InvalidFilterExpression
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +120,8 @@ def to_problem(error: Exception) -> Problem:
         )
     if isinstance(error, CursorExpired):
         return Problem(410, "cursor-expired", "Cursor expired", str(error), earliest=error.earliest)
+    if isinstance(error, InvalidFilterExpression):
+        return bad_request(str(error), path=error.path)
     if isinstance(error, InvalidFilter):
         return bad_request(str(error), parameter=error.attribute)
     raise TypeError(f"No problem mapping for {type(error).__name__}") from error
