@@ -4,10 +4,10 @@ One cursor drives the whole stream. Each step reads the next page after the
 cursor with `EventLog.read`, sends its events, and moves the cursor to the
 page's `next_after`. When the cursor reaches the head, the stream waits with
 `EventLog.wait_for_head`. History and live events are therefore the same
-loop: the log serves old cursors from storage in short reads and recent ones
-from its in-memory tail, and there is no separate live subscription whose
-start could race with publishers, so nothing is skipped or sent twice at the
-switch.
+loop, because the log serves old cursors from storage in short reads and
+recent ones from its in-memory tail. There is no separate live subscription
+whose start could race with publishers, so nothing is skipped or sent twice
+at the switch.
 
 The wire format, one message per event:
 
@@ -22,7 +22,8 @@ that happens before the first event resumes where the stream began.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
@@ -30,8 +31,9 @@ from starlette.responses import Response
 
 from eventlog import EventLog, EventLogError, LogUnavailable, Page
 from eventlog.filters import Matcher
+from feeds.access import audit_record, authenticate, require
 from feeds.metrics import Metrics
-from feeds.pages import parse_feed_query
+from feeds.pages import FeedQuery, parse_feed_query
 from feeds.problems import bad_request
 
 logger = logging.getLogger(__name__)
@@ -52,13 +54,30 @@ RETRY_MILLISECONDS = 2000
 DEFAULT_HEARTBEAT_SECONDS = 15.0
 
 
+@dataclass(slots=True)
+class Delivery:
+    """The progress of one stream: its cursors and the events sent, for its audit record."""
+
+    start: int
+    cursor: int
+    count: int = 0
+    first_sequence: int | None = None
+    last_sequence: int | None = None
+
+
 async def stream_events(request: Request) -> Response:
     """Stream the feed as SSE, from `Last-Event-ID`, else `after` or `since`, else the head.
 
-    Bad parameters, a bad `Last-Event-ID` and an expired cursor are answered
-    with a problem response before the stream starts.
+    The caller needs a read grant, and receives only the events that its read
+    grants admit. A missing token, a missing grant, bad parameters, a bad
+    `Last-Event-ID` and an expired cursor get a problem response before the
+    stream starts.
     """
     log: EventLog = request.app.state.log
+    # NOTE: the token is checked when the stream opens; revoking it does not end
+    # a stream that is already open.
+    principal = authenticate(request, "stream", allow_query_token=True)
+    require(request, principal, "read", "stream")
     query = parse_feed_query(request.query_params.multi_items(), STREAM_PARAMETERS)
     if query.limit_given or query.wait_given:
         name = "limit" if query.limit_given else "wait"
@@ -81,12 +100,17 @@ async def stream_events(request: Request) -> Response:
 
     # The first read also checks the cursor (410 when it is expired) and
     # resolves `since`, so that these errors arrive as problem responses.
-    first = await log.read(after=after, filter=query.filter, limit=STREAM_PAGE_EVENTS, since=since)
+    selection = principal.selection(query.filter)
+    first = await log.read(after=after, filter=selection, limit=STREAM_PAGE_EVENTS, since=since)
     start = first.events[0].sequence - 1 if first.events else first.next_after
 
+    def record_delivery(delivery: Delivery) -> None:
+        _audit(request, principal.name, query, delivery)
+
     settings = request.app.state.settings
+    messages = _messages(log, request.app.state.metrics, selection, first, start, record_delivery)
     return EventSourceResponse(
-        _messages(log, request.app.state.metrics, query.filter, first, start),
+        messages,
         headers={"Cache-Control": "no-cache"},
         ping=settings.heartbeat_seconds,
         sep="\n",
@@ -112,7 +136,12 @@ def parse_last_event_id(headers: Mapping[str, str]) -> int | None:
 
 
 async def _messages(
-    log: EventLog, metrics: Metrics, filter: Matcher, page: Page, start: int
+    log: EventLog,
+    metrics: Metrics,
+    filter: Matcher,
+    page: Page,
+    start: int,
+    on_close: Callable[[Delivery], None],
 ) -> AsyncIterator[bytes]:
     """Yield SSE messages from `page` on, one page per chunk, until the log closes.
 
@@ -120,32 +149,67 @@ async def _messages(
     to the transport, and uvicorn's send (0.55, httptools and h11) waits while
     the transport's buffer is above its high-water mark. A stalled client
     therefore stops the loop, and its cursor falls back to storage reads when
-    the tail moves on.
+    the tail moves on. `on_close` receives what was sent when the stream ends.
+
+    On SIGTERM, sse-starlette (3.7) notices uvicorn's exit flag within half a
+    second and cancels this generator.
+    NOTE: uvicorn then still waits for a stalled client's unsent bytes, so
+    servers need `timeout_graceful_shutdown` to bound the shutdown.
     """
     metrics.open_streams.inc()
-    cursor = start
-    logger.debug("Opened a stream at cursor %d", cursor)
+    delivery = Delivery(start=start, cursor=start)
+    logger.debug("Opened a stream at cursor %d", start)
     try:
         yield b"retry: %d\nid: %d\n\n" % (RETRY_MILLISECONDS, start)
         while True:
             if page.events:
                 yield _encode(page)
-            cursor = page.next_after
-            if cursor >= log.head and not await log.wait_for_head(cursor):
+                _count(delivery, page)
+            delivery.cursor = page.next_after
+            if delivery.cursor >= log.head and not await log.wait_for_head(delivery.cursor):
                 break
             if log.closed:
                 break
-            page = await log.read(after=cursor, filter=filter, limit=STREAM_PAGE_EVENTS)
+            page = await log.read(after=delivery.cursor, filter=filter, limit=STREAM_PAGE_EVENTS)
     except EventLogError as error:
         # Ending the stream lets the client reconnect with Last-Event-ID and
         # receive the error as a problem response, such as 410 for a cursor
         # that retention removed meanwhile.
-        logger.warning("Ended a stream at cursor %d: %s", cursor, error)
+        logger.warning("Ended a stream at cursor %d: %s", delivery.cursor, error)
     finally:
         metrics.open_streams.dec()
-        logger.debug("Closed a stream at cursor %d", cursor)
+        logger.debug("Closed a stream at cursor %d", delivery.cursor)
+        on_close(delivery)
+
+
+def _count(delivery: Delivery, page: Page) -> None:
+    if delivery.first_sequence is None:
+        delivery.first_sequence = page.events[0].sequence
+    delivery.last_sequence = page.events[-1].sequence
+    delivery.count += len(page.events)
+
+
+def _audit(request: Request, principal: str, query: FeedQuery, delivery: Delivery) -> None:
+    log: EventLog = request.app.state.log
+    record = audit_record(
+        request,
+        principal,
+        "stream",
+        200,
+        count=delivery.count,
+        first_sequence=delivery.first_sequence,
+        last_sequence=delivery.last_sequence,
+        detail={
+            "filter": query.filter.to_query(),
+            "start": delivery.start,
+            "cursor": delivery.cursor,
+        },
+    )
+    log.record(record)
 
 
 def _encode(page: Page) -> bytes:
     # Stored events are one line of JSON already, so each is one `data:` line.
-    return b"".join(b"id: %d\ndata: %s\n\n" % (event.sequence, event.event) for event in page.events)
+    return b"".join(
+        b"id: %d\ndata: %s\n\n" % (event.sequence, event.event) for event in page.events
+    )

@@ -252,6 +252,7 @@ function drawChart() {
   });
   context.fillStyle = "#5f6b76";
   context.font = "11px system-ui, sans-serif";
+  context.textAlign = "left";
   context.fillText(`${maximum}/s`, 4, 11);
   context.textAlign = "right";
   context.fillText("now", width - 4, 11);
