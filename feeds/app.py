@@ -52,7 +52,7 @@ class Settings:
 
 
 async def dashboard(request: Request) -> Response:
-    """Answer the live dashboard's page; its scripts and styles are under /static."""
+    """Return the live dashboard's page, whose scripts and styles are under /static."""
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
