@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,9 @@ import duckdb
 import orjson
 import pyarrow as pa
 
+from eventlog.archive import ARCHIVE_COLUMNS, ARCHIVE_SCHEMA
 from eventlog.errors import LogUnavailable, TokenExists
-from eventlog.filters import Filter, Matcher
+from eventlog.filters import Matcher
 from eventlog.storage import (
     AuditQuery,
     AuditRecord,
@@ -31,6 +32,7 @@ from eventlog.storage import (
     StoredAudit,
     StoredEvent,
     StoredKey,
+    SubscriptionRecord,
     TokenRecord,
 )
 
@@ -74,6 +76,20 @@ CREATE TABLE IF NOT EXISTS tokens (
     grants VARCHAR[] NOT NULL,
     created TIMESTAMPTZ NOT NULL
 );
+-- At most one row: the newest event that retention deleted, so that the head
+-- and the horizon survive a restart after every event was deleted.
+CREATE TABLE IF NOT EXISTS retention (
+    trimmed_through BIGINT NOT NULL,
+    trimmed_recordedtime TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    name VARCHAR PRIMARY KEY,
+    owner VARCHAR NOT NULL,
+    filters JSON NOT NULL,
+    cursor BIGINT NOT NULL,
+    created TIMESTAMPTZ NOT NULL,
+    updated TIMESTAMPTZ NOT NULL
+);
 """
 
 _AUDIT_SCHEMA = pa.schema(
@@ -91,6 +107,12 @@ _AUDIT_SCHEMA = pa.schema(
     ]
 )
 _AUDIT_COLUMNS = ", ".join(_AUDIT_SCHEMA.names)
+# The audit records as `read_audit_arrow` returns them: with their ids.
+_AUDIT_EXPORT_SCHEMA = pa.schema([("id", pa.int64()), *_AUDIT_SCHEMA])
+
+_ARCHIVE_SELECT = ", ".join(ARCHIVE_COLUMNS)
+# Rows per Arrow batch of `read_events_arrow`: DuckDB's vector size times 4.
+_ARROW_BATCH_ROWS = 8192
 
 _ARROW_SCHEMA = pa.schema(
     [
@@ -155,11 +177,18 @@ class DuckDBStorage:
 
     def bounds(self) -> LogBounds:
         row = self._query_one(
-            "SELECT min(sequence), max(sequence), max(recordedtime) FROM events"
+            "SELECT min(sequence), max(sequence), max(recordedtime), "
+            "(SELECT max(trimmed_through) FROM retention), "
+            "(SELECT max(trimmed_recordedtime) FROM retention) FROM events"
         )
-        if row is None or row[1] is None:
-            return LogBounds(earliest=1, head=0, last_recordedtime=None)
-        return LogBounds(earliest=row[0], head=row[1], last_recordedtime=row[2])
+        assert row is not None  # An aggregate without GROUP BY returns one row.
+        earliest, head, last_recordedtime, trimmed_through, trimmed_recordedtime = row
+        if head is None:
+            # Retention may have deleted every event; sequences still go on.
+            head = trimmed_through or 0
+            earliest = head + 1
+            last_recordedtime = trimmed_recordedtime
+        return LogBounds(earliest, head, last_recordedtime, trimmed_recordedtime)
 
     def find(self, keys: Sequence[int]) -> list[StoredKey]:
         if not keys:
@@ -296,6 +325,128 @@ class DuckDBStorage:
             [since, head],
         )
         return None if row is None else row[0]
+
+    def read_events_arrow(self, after: int, last: int) -> pa.RecordBatchReader:
+        return self._arrow_reader(
+            f"SELECT {_ARCHIVE_SELECT} FROM events WHERE sequence > ? AND sequence <= ? "
+            "ORDER BY sequence",
+            [after, last],
+            ARCHIVE_SCHEMA,
+        )
+
+    def read_audit_arrow(self) -> pa.RecordBatchReader:
+        return self._arrow_reader(
+            f"SELECT id, {_AUDIT_COLUMNS.replace('detail', 'detail::VARCHAR AS detail')} "
+            "FROM audit ORDER BY id",
+            [],
+            _AUDIT_EXPORT_SCHEMA,
+        )
+
+    def _arrow_reader(
+        self, sql: str, parameters: list[Any], schema: pa.Schema
+    ) -> pa.RecordBatchReader:
+        # A connection of its own, because the reader may be consumed on
+        # another thread while this one goes on to other queries.
+        try:
+            connection = self._database.cursor()
+            relation = connection.sql(sql, params=parameters)
+            reader: pa.RecordBatchReader = relation.to_arrow_reader(_ARROW_BATCH_ROWS)
+        except duckdb.Error as error:
+            raise LogUnavailable(f"Cannot read from {self.path!r}: {error}") from error
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                for batch in reader:
+                    yield batch.cast(schema)
+            except duckdb.Error as error:
+                raise LogUnavailable(f"Cannot read from {self.path!r}: {error}") from error
+            finally:
+                connection.close()
+
+        return pa.RecordBatchReader.from_batches(schema, batches())
+
+    def delete_through(self, sequence: int) -> datetime | None:
+        connection = self._connection()
+        try:
+            connection.begin()
+            newest, recordedtime = connection.execute(
+                "SELECT max(sequence), max(recordedtime) FROM events WHERE sequence <= ?",
+                [sequence],
+            ).fetchall()[0]
+            if newest is None:
+                connection.rollback()
+                return None
+            connection.execute("DELETE FROM events WHERE sequence <= ?", [newest])
+            connection.execute("DELETE FROM retention")
+            connection.execute("INSERT INTO retention VALUES (?, ?)", [newest, recordedtime])
+            connection.commit()
+        except duckdb.Error as error:
+            _rollback(connection)
+            raise LogUnavailable(
+                f"Cannot delete the events up to {sequence} from {self.path!r}: {error}"
+            ) from error
+        result: datetime = recordedtime
+        return result
+
+    def load_subscriptions(self) -> list[SubscriptionRecord]:
+        rows = self._query(
+            "SELECT name, owner, filters::VARCHAR, cursor, created, updated "
+            "FROM subscriptions ORDER BY name"
+        )
+        return [SubscriptionRecord(*row) for row in rows]
+
+    def save_subscription(self, record: SubscriptionRecord, audit: AuditRecord) -> None:
+        self._write_with_audit(
+            f"Cannot store the subscription {record.name!r}",
+            "INSERT OR REPLACE INTO subscriptions VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                record.name,
+                record.owner,
+                record.filters,
+                record.cursor,
+                record.created,
+                record.updated,
+            ],
+            audit,
+        )
+
+    def delete_subscription(self, name: str, audit: AuditRecord) -> bool:
+        rows = self._write_with_audit(
+            f"Cannot delete the subscription {name!r}",
+            "DELETE FROM subscriptions WHERE name = ? RETURNING name",
+            [name],
+            audit,
+        )
+        return bool(rows)
+
+    def set_cursor(
+        self, name: str, cursor: int, audit: AuditRecord | None, advance_only: bool
+    ) -> int | None:
+        value = "greatest(cursor, ?)" if advance_only else "?"
+        rows = self._write_with_audit(
+            f"Cannot store the cursor of the subscription {name!r}",
+            f"UPDATE subscriptions SET cursor = {value}, updated = now() WHERE name = ? "
+            "RETURNING cursor",
+            [cursor, name],
+            audit,
+        )
+        return int(rows[0][0]) if rows else None
+
+    def _write_with_audit(
+        self, failure: str, sql: str, parameters: list[Any], audit: AuditRecord | None
+    ) -> list[tuple[Any, ...]]:
+        """Run one write statement and, when it changed a row, add `audit`, in one transaction."""
+        connection = self._connection()
+        try:
+            connection.begin()
+            rows = connection.execute(sql, parameters).fetchall()
+            if rows and audit is not None:
+                self._insert_audit(connection, [audit])
+            connection.commit()
+        except duckdb.Error as error:
+            _rollback(connection)
+            raise LogUnavailable(f"{failure} in {self.path!r}: {error}") from error
+        return rows
 
     def checkpoint(self) -> None:
         try:

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from eventlog.filters import Filter, Matcher
+import pyarrow as pa
+
+from eventlog.filters import Matcher
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +49,17 @@ class StoredKey:
 
 @dataclass(frozen=True, slots=True)
 class LogBounds:
-    """The range of sequences a backend holds; `head` is 0 for an empty log."""
+    """The range of sequences a backend holds; `head` is 0 for an empty log.
+
+    After retention removed every event, `earliest` is `head + 1`.
+    `trimmed_recordedtime` is when the newest removed event was recorded,
+    None while retention has removed nothing.
+    """
 
     earliest: int
     head: int
     last_recordedtime: datetime | None
+    trimmed_recordedtime: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +133,22 @@ class TokenRecord:
     created: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class SubscriptionRecord:
+    """A subscription as stored: who owns it, its filter, and its cursor.
+
+    `filters` is the JSON text of the subscription's filter expressions;
+    `cursor` is the sequence its reader has consumed up to.
+    """
+
+    name: str
+    owner: str
+    filters: str
+    cursor: int
+    created: datetime
+    updated: datetime
+
+
 class Storage(Protocol):
     """A durable, append-only store of events ordered by sequence."""
 
@@ -166,6 +190,51 @@ class Storage(Protocol):
 
     def first_recorded_at(self, since: datetime, head: int) -> int | None:
         """Return the first sequence up to `head` recorded at or after `since`, if any."""
+        ...
+
+    def read_events_arrow(self, after: int, last: int) -> pa.RecordBatchReader:
+        """Return the events with `after < sequence <= last` in sequence order, as Arrow batches.
+
+        The batches have the columns of `eventlog.archive.ARCHIVE_SCHEMA`.
+        Any thread may call this; the reader uses its own connection until
+        it is exhausted or closed.
+        """
+        ...
+
+    def read_audit_arrow(self) -> pa.RecordBatchReader:
+        """Return every audit record, oldest first, as Arrow batches with `detail` as JSON text."""
+        ...
+
+    def delete_through(self, sequence: int) -> datetime | None:
+        """Delete every event up to `sequence`, and store that retention removed them.
+
+        Returns when the newest deleted event was recorded, None when no
+        event was deleted. Only the writer thread calls this, so that no
+        delete races an append. Raises `LogUnavailable` when the transaction
+        cannot commit; then nothing is deleted.
+        """
+        ...
+
+    def load_subscriptions(self) -> list[SubscriptionRecord]:
+        """Return every subscription."""
+        ...
+
+    def save_subscription(self, record: SubscriptionRecord, audit: AuditRecord) -> None:
+        """Create or replace a subscription, with its audit record, in one transaction."""
+        ...
+
+    def delete_subscription(self, name: str, audit: AuditRecord) -> bool:
+        """Delete a subscription with its audit record; return False when none has the name."""
+        ...
+
+    def set_cursor(
+        self, name: str, cursor: int, audit: AuditRecord | None, advance_only: bool
+    ) -> int | None:
+        """Store a subscription's cursor and return it; None when no subscription has the name.
+
+        With `advance_only`, the stored cursor becomes max(stored, `cursor`),
+        so an acknowledgement never moves it back.
+        """
         ...
 
     def checkpoint(self) -> None:
