@@ -1,0 +1,376 @@
+"""The contract of `eventlog.storage.Storage`, run against every backend.
+
+These tests use only the interface: a new backend (PostgreSQL, say) joins
+`BACKENDS` and must pass them unchanged. Which events a filter selects is
+defined by `Filter.matches` and `Selection.matches`, the Python side that
+the in-memory tail uses, so every backend must agree with it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from eventlog.duckdb_storage import DuckDBStorage
+from eventlog.errors import EventLogError, LogUnavailable
+from eventlog.event import attribute_strings, parse_event
+from eventlog.filters import Filter, Matcher, Selection
+from eventlog.storage import AuditQuery, AuditRecord, EventRecord, Storage, StoredEvent
+from eventlog.writer import _record, event_key, format_time
+
+# A function that opens the same store each time it is called, so that a
+# test can close a store and open it again.
+Opener = Callable[[], Storage]
+
+BACKENDS: dict[str, Callable[[Path], Opener]] = {
+    "duckdb": lambda folder: lambda: DuckDBStorage(folder / "events.duckdb"),
+}
+
+START = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+TYPES = ["order.created", "order.paid", "invoice.created"]
+SOURCES = ["/shop", "/shop/eu", "https://billing.example.com"]
+
+
+def make_records(count: int, first: int = 1) -> list[EventRecord]:
+    """Records with sequences `first`.. and recorded times one second apart.
+
+    Attributes cycle through small sets so that filters select some of them,
+    and some events lack `subject` or an extension.
+    """
+    records = []
+    for sequence in range(first, first + count):
+        fields: dict[str, Any] = {
+            "specversion": "1.0",
+            "id": f"event-{sequence}",
+            "source": SOURCES[sequence % len(SOURCES)],
+            "type": TYPES[sequence % len(TYPES)],
+            "data": {"n": sequence},
+        }
+        if sequence % 2:
+            fields["subject"] = f"/party/{sequence % 5}"
+        if sequence % 3:
+            fields["resource"] = f"urn:r:{sequence % 4}"
+            fields["urgent"] = sequence % 4 == 1
+            fields["level"] = sequence % 7
+        records.append(record(fields, sequence))
+    return records
+
+
+def record(fields: dict[str, Any], sequence: int) -> EventRecord:
+    event = parse_event(fields)
+    recordedtime = START + timedelta(seconds=sequence)
+    return _record(event, sequence, recordedtime, format_time(recordedtime), event.digest)
+
+
+def attributes(stored: StoredEvent) -> dict[str, str]:
+    return attribute_strings(orjson.loads(stored.event))
+
+
+def scan_all(
+    store: Storage, after: int, last: int, matcher: Matcher, limit: int
+) -> list[StoredEvent]:
+    """Follow `scanned_to` from `after` until `last`, checking each step's promises."""
+    found: list[StoredEvent] = []
+    position = after
+    for _ in range(10_000):
+        if position >= last:
+            return found
+        result = store.scan(position, last, matcher, limit)
+        assert position < result.scanned_to <= last, (
+            "each scan must make progress and stay in range"
+        )
+        assert len(result.events) <= limit
+        sequences = [event.sequence for event in result.events]
+        assert sequences == sorted(sequences)
+        assert all(position < sequence <= result.scanned_to for sequence in sequences)
+        found.extend(result.events)
+        position = result.scanned_to
+    raise AssertionError(f"scanning from {after} did not reach {last}")
+
+
+def audit(action: str) -> AuditRecord:
+    return AuditRecord(time=START, principal="tester", action=action, outcome="ok", status=200)
+
+
+FILTERS = [
+    {"type": ["order.created"]},
+    {"type": ["order.*"]},
+    {"type": ["order.paid", "invoice.*"]},
+    {"source": ["/shop*"], "type": ["order.*"]},
+    {"subject": ["/party/1"]},
+    {"subject": ["*"]},
+    {"resource": ["urn:r:1", "urn:r:3"]},
+    {"resource": ["urn:r:*"], "subject": ["/party/*"]},
+    {"urgent": ["true"]},
+    {"urgent": ["false"]},
+    {"level": ["1*"]},
+    {"level": ["6"]},
+    {"id": ["event-1*"]},
+    {"dataschema": ["*"]},
+    {"type": ["nothing.matches"]},
+]
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    return BACKENDS[request.param](tmp_path)
+
+
+@pytest.fixture
+def store(open_store: Opener) -> Iterator[Storage]:
+    opened = open_store()
+    yield opened
+    opened.close()
+
+
+class TestStorageContract:
+    def test_bounds_empty(self, store: Storage) -> None:
+        bounds = store.bounds()
+
+        assert bounds.head == 0
+        assert bounds.earliest == 1
+        assert bounds.last_recordedtime is None
+
+    def test_bounds_filled(self, store: Storage) -> None:
+        records = make_records(10)
+        store.append(records[:4])
+        store.append(records[4:])
+
+        bounds = store.bounds()
+
+        assert bounds.head == 10
+        assert bounds.earliest == 1
+        assert bounds.last_recordedtime == records[-1].recordedtime
+
+    def test_append_empty_stores_nothing(self, store: Storage) -> None:
+        store.append([])
+
+        assert store.bounds().head == 0
+
+    def test_scan_unfiltered_returns_events(self, store: Storage) -> None:
+        records = make_records(25)
+        store.append(records)
+
+        for limit in (1, 7, 25, 1000):
+            found = scan_all(store, 0, 25, Filter(), limit)
+            assert [(e.sequence, e.event) for e in found] == [
+                (r.sequence, r.event) for r in records
+            ]
+
+    def test_scan_unfiltered_scanned_to(self, store: Storage) -> None:
+        store.append(make_records(10))
+
+        assert store.scan(0, 10, Filter(), 4).scanned_to == 4
+        assert store.scan(4, 10, Filter(), 100).scanned_to == 10
+        assert store.scan(2, 6, Filter(), 100).scanned_to == 6
+
+    @pytest.mark.parametrize("filter_values", FILTERS, ids=lambda values: str(values))
+    def test_scan_filtered_matches(
+        self, store: Storage, filter_values: dict[str, list[str]]
+    ) -> None:
+        records = make_records(40)
+        store.append(records)
+        matcher = Filter.parse(filter_values)
+        expected = [
+            r.sequence for r in records if matcher.matches(attribute_strings(orjson.loads(r.event)))
+        ]
+
+        for limit in (1, 3, 1000):
+            found = scan_all(store, 0, 40, matcher, limit)
+            assert [e.sequence for e in found] == expected
+            assert all(matcher.matches(attributes(e)) for e in found)
+
+    def test_scan_full_page_ends_at_last_event(self, store: Storage) -> None:
+        store.append(make_records(30))
+        matcher = Filter.parse({"type": ["order.paid"]})
+
+        result = store.scan(0, 30, matcher, 2)
+
+        assert [e.sequence for e in result.events] == [1, 4]
+        # The page is full, so the cursor stays at its last event, and the
+        # next scan still finds 7, the match that did not fit on the page.
+        assert result.scanned_to == 4
+        assert store.scan(4, 30, matcher, 2).events[0].sequence == 7
+
+    def test_scan_sparse_filter_reaches_last(self, store: Storage) -> None:
+        store.append(make_records(30))
+
+        result = store.scan(0, 30, Filter.parse({"type": ["nothing.matches"]}), 10)
+
+        assert result.events == []
+        assert result.scanned_to == 30
+
+    def test_scan_respects_last(self, store: Storage) -> None:
+        store.append(make_records(20))
+
+        unfiltered = store.scan(5, 12, Filter(), 100)
+        filtered = store.scan(5, 12, Filter.parse({"type": ["order.*"]}), 100)
+
+        assert [e.sequence for e in unfiltered.events] == list(range(6, 13))
+        assert unfiltered.scanned_to == 12
+        assert all(6 <= e.sequence <= 12 for e in filtered.events)
+        assert filtered.scanned_to == 12
+
+    def test_scan_empty_range(self, store: Storage) -> None:
+        store.append(make_records(5))
+
+        for after, last in ((5, 5), (3, 3), (4, 2)):
+            result = store.scan(after, last, Filter(), 10)
+            assert result.events == []
+            assert result.scanned_to == after
+
+    def test_scan_selection_scope(self, store: Storage) -> None:
+        records = make_records(30)
+        store.append(records)
+        visible = Selection(
+            Filter.parse({"type": ["order.*"]}),
+            (Filter.parse({"source": ["/shop/eu"]}), Filter.parse({"subject": ["/party/1"]})),
+        )
+        hidden = Selection(Filter(), ())
+
+        found = scan_all(store, 0, 30, visible, 2)
+        nothing = store.scan(0, 30, hidden, 10)
+
+        expected = [
+            r.sequence for r in records if visible.matches(attribute_strings(orjson.loads(r.event)))
+        ]
+        assert expected, "the selection must select some events for this test to mean anything"
+        assert [e.sequence for e in found] == expected
+        assert nothing.events == []
+        assert nothing.scanned_to == 30, "hidden events are skipped and the cursor moves past them"
+
+    def test_find_by_key(self, store: Storage) -> None:
+        records = make_records(10)
+        store.append(records)
+        wanted = [records[2], records[7]]
+        keys = [event_key(str(r.fields["source"]), str(r.fields["id"])) for r in wanted]
+
+        found = store.find([*keys, keys[0], event_key("/unknown", "event-1")])
+
+        assert sorted((k.sequence, k.source, k.id, k.digest) for k in found) == [
+            (r.sequence, r.fields["source"], r.fields["id"], r.digest) for r in wanted
+        ]
+        assert store.find([]) == []
+
+    def test_first_recorded_at(self, store: Storage) -> None:
+        store.append(make_records(10))
+
+        assert store.first_recorded_at(START - timedelta(days=1), 10) == 1
+        assert store.first_recorded_at(START + timedelta(seconds=4), 10) == 4
+        assert store.first_recorded_at(START + timedelta(seconds=4, microseconds=1), 10) == 5
+        assert store.first_recorded_at(START + timedelta(seconds=11), 10) is None
+        assert store.first_recorded_at(START + timedelta(seconds=8), 6) is None
+
+    def test_first_recorded_at_empty(self, store: Storage) -> None:
+        assert store.first_recorded_at(START, 0) is None
+
+    def test_reopen_keeps_events(self, open_store: Opener) -> None:
+        records = make_records(12)
+        first = open_store()
+        first.append(records[:5])
+        first.append(records[5:], [audit("publish")])
+        first.checkpoint()
+        first.append(make_records(3, first=13))
+        first.close()
+
+        second = open_store()
+        try:
+            bounds = second.bounds()
+            found = scan_all(second, 0, bounds.head, Filter(), 100)
+            keys = second.find(
+                [event_key(str(r.fields["source"]), str(r.fields["id"])) for r in records]
+            )
+            audited = second.read_audit(AuditQuery())
+        finally:
+            second.close()
+
+        assert bounds.head == 15
+        assert bounds.last_recordedtime == START + timedelta(seconds=15)
+        assert [e.event for e in found[:12]] == [r.event for r in records]
+        assert len(keys) == 12
+        assert [a.record.action for a in audited] == ["publish"]
+
+    def test_failed_append_leaves_nothing(self, store: Storage) -> None:
+        store.append(make_records(3))
+        good = make_records(4, first=4)
+        # A record without the required `type` cannot be stored.
+        broken = replace(good[-1], fields={k: v for k, v in good[-1].fields.items() if k != "type"})
+
+        with pytest.raises(EventLogError):
+            store.append([*good[:-1], broken], [audit("publish")])
+
+        assert store.bounds().head == 3
+        assert store.scan(3, 10, Filter(), 10).events == []
+        assert store.find([good[0].key]) == []
+        assert store.read_audit(AuditQuery()) == []
+
+    def test_failed_append_then_append_works(self, store: Storage) -> None:
+        good = make_records(4)
+        broken = replace(good[0], fields={k: v for k, v in good[0].fields.items() if k != "id"})
+
+        with pytest.raises(EventLogError):
+            store.append([broken])
+        store.append(good)
+
+        assert store.bounds().head == 4
+        assert [e.sequence for e in scan_all(store, 0, 4, Filter(), 10)] == [1, 2, 3, 4]
+
+    def test_unconvertible_append_leaves_nothing(self, store: Storage) -> None:
+        good = make_records(3)
+        # A key must fit in 63 bits; no backend can store this one.
+        broken = replace(good[2], key=2**70)
+
+        with pytest.raises(EventLogError):
+            store.append([*good[:2], broken])
+
+        assert store.bounds().head == 0
+        assert store.find([good[0].key]) == []
+
+    def test_closed_store_raises(self, open_store: Opener) -> None:
+        closed = open_store()
+        closed.close()
+
+        with pytest.raises(LogUnavailable):
+            closed.append(make_records(1))
+        with pytest.raises(LogUnavailable):
+            closed.bounds()
+        with pytest.raises(LogUnavailable):
+            closed.scan(0, 1, Filter(), 10)
+
+        reopened = open_store()
+        try:
+            assert reopened.bounds().head == 0
+        finally:
+            reopened.close()
+
+    def test_closed_store_raises_after_use(self, open_store: Opener) -> None:
+        used = open_store()
+        used.append(make_records(2))
+        used.close()
+
+        with pytest.raises(LogUnavailable):
+            used.append(make_records(1, first=3))
+        with pytest.raises(LogUnavailable):
+            used.find([1])
+
+    def test_append_visible_to_other_threads(self, store: Storage) -> None:
+        results: list[Any] = []
+
+        def read() -> None:
+            results.append((store.bounds().head, store.scan(0, 8, Filter(), 100).events))
+
+        store.append(make_records(8))
+        reader = threading.Thread(target=read)
+        reader.start()
+        reader.join(timeout=30)
+
+        [(head, events)] = results
+        assert head == 8
+        assert [e.sequence for e in events] == list(range(1, 9))
