@@ -255,8 +255,10 @@ class Writer:
                 appended.duplicate and appended.sequence <= previous_head for appended in outcome
             ):
                 continue  # Only duplicates of events already on disk: still true.
-            if isinstance(outcome, (DuplicateConflict, InvalidEvent)):
+            if isinstance(outcome, InvalidEvent):
                 continue
+            if isinstance(outcome, DuplicateConflict) and outcome.sequence <= previous_head:
+                continue  # The conflicting event is on disk, so the 409 is still true.
             request.outcome = unavailable
 
 
