@@ -13,6 +13,8 @@ storage in short reads on a small thread pool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -23,11 +25,24 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+import pyarrow as pa
 
+from eventlog.archive import Archive
 from eventlog.duckdb_storage import DuckDBStorage
 from eventlog.errors import CursorExpired, EventLogError, LogUnavailable
 from eventlog.event import DEFAULT_MAX_EVENT_BYTES, Event, attribute_strings
 from eventlog.filters import Filter, Matcher
+from eventlog.history import (
+    DEFAULT_QUERY_SECONDS,
+    MAX_QUERY_ROWS,
+    HorizonGate,
+    QueryResult,
+    check_statement,
+    first_recorded_at,
+    read_range,
+    run_query,
+)
+from eventlog.retention import RetentionPolicy, run_retention
 from eventlog.storage import (
     AuditQuery,
     AuditRecord,
@@ -44,9 +59,24 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# The empty filter, which selects every event.
+EVERY_EVENT = Filter()
+
 DEFAULT_TAIL_CAPACITY = 50_000
 MAX_PAGE_LIMIT = 1000
 READER_THREADS = 4
+# Threads for history queries and range reads, apart from the page readers so
+# that a long query never delays a feed.
+HISTORY_THREADS = 2
+# The folder of the Parquet archive, next to the database file.
+ARCHIVE_FOLDER = "archive"
+# Retention archives at most this many events per step (one file per day
+# each), and deletes them in writer transactions of at most the second number.
+# Measured with DuckDB 2.0.1 on a 2-core machine and a 300,000-event table, a
+# delete of 2,000 events commits in about the time of a one-event append
+# (8 to 14 ms on that disk), and one of 10,000 in twice that.
+TRIM_STEP_EVENTS = 10_000
+DELETE_STEP_EVENTS = 2_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +122,13 @@ class EventLog:
         tail_capacity: int = DEFAULT_TAIL_CAPACITY,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         max_group_events: int = DEFAULT_MAX_GROUP_EVENTS,
+        archive: Archive | None = None,
+        retention: RetentionPolicy | None = None,
     ) -> None:
+        if retention and archive is None:
+            raise ValueError("Retention needs an archive to write the events it removes to.")
         self.storage = storage
+        self.archive = archive
         self.max_event_bytes = max_event_bytes
         self.stats = LogStats()
         self._loop = loop
@@ -102,9 +137,19 @@ class EventLog:
         bounds = storage.bounds()
         self._head = bounds.head
         self._earliest = bounds.earliest
+        self._trimmed_recordedtime = bounds.trimmed_recordedtime
+        self._archived_through = self._earliest - 1
+        if archive is not None:
+            archive.remove_partial_files()
+            self._archived_through = max(self._archived_through, archive.archived_through())
+        self._history = ThreadPoolExecutor(HISTORY_THREADS, thread_name_prefix="eventlog-history")
+        self._gate = HorizonGate()
+        self._trimming = asyncio.Lock()
+        self._retention: asyncio.Task[None] | None = None
         self._head_changed = asyncio.Event()
         self._healthy = True
         self._closed = False
+        self._stopping = False
         self._load_tail()
         self._writer = Writer(
             storage,
@@ -114,14 +159,22 @@ class EventLog:
             max_group_events=max_group_events,
         )
         self._writer.start()
+        if retention:
+            # The constructor may run on another thread; the task belongs to the loop's.
+            loop.call_soon_threadsafe(self._start_retention, retention)
         logger.info(
             "Opened the event log with head %d and earliest sequence %d", self._head, self._earliest
         )
 
     @classmethod
     async def open(cls, path: Path | str, **options: Any) -> EventLog:
-        """Open (or create) the log in a DuckDB file, in the running event loop."""
+        """Open (or create) the log in a DuckDB file, in the running event loop.
+
+        The archive defaults to the folder `archive` next to the file. With
+        `retention`, a background task trims the log by that policy.
+        """
         loop = asyncio.get_running_loop()
+        options.setdefault("archive", Archive(Path(path).parent / ARCHIVE_FOLDER))
         storage = await asyncio.to_thread(DuckDBStorage, path)
         return await asyncio.to_thread(cls, storage, loop, **options)
 
@@ -132,7 +185,7 @@ class EventLog:
 
     @property
     def earliest(self) -> int:
-        """The lowest sequence still retained."""
+        """The lowest sequence still retained; `head + 1` when retention removed every event."""
         return self._earliest
 
     @property
@@ -186,7 +239,7 @@ class EventLog:
     async def read(
         self,
         after: int = 0,
-        filter: Matcher = Filter(),
+        filter: Matcher = EVERY_EVENT,
         limit: int = 100,
         wait: float = 0.0,
         since: datetime | None = None,
@@ -199,16 +252,19 @@ class EventLog:
         `CursorExpired` for a cursor before the retention horizon.
         """
         if since is not None:
-            after = await self._cursor_at(since)
+            after = await self.cursor_at(since)
         self._check_cursor(after)
         limit = max(1, min(limit, MAX_PAGE_LIMIT))
         deadline = time.monotonic() + wait
         while True:
             head = self._head
             result = await self._scan(after, head, filter, limit)
+            # Retention may have deleted events while a storage read ran, and
+            # the read would then have skipped them.
+            self._check_cursor(after)
             after = max(after, result.scanned_to)
             remaining = deadline - time.monotonic()
-            if result.events or remaining <= 0:
+            if result.events or remaining <= 0 or self._stopping:
                 return Page(result.events, after, head)
             if after >= self._head:
                 await self.wait_for_head(after, remaining)
@@ -217,7 +273,7 @@ class EventLog:
         """Wait until the head passes `beyond`; return False if the time ran out first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while self._head <= beyond:
-            if self._closed:
+            if self._stopping:
                 return False
             changed = self._head_changed
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -229,16 +285,122 @@ class EventLog:
                 return False
         return True
 
+    def begin_shutdown(self) -> None:
+        """Answer held reads and end waits now; appends go on until `close`.
+
+        A server calls this when it starts a graceful shutdown, so that
+        long-polls and streams end instead of holding the shutdown up.
+        """
+        if not self._stopping:
+            self._stopping = True
+            self._announce()
+
+    @property
+    def stopping(self) -> bool:
+        """True once `begin_shutdown` or `close` was called."""
+        return self._stopping
+
+    async def cursor_at(self, since: datetime) -> int:
+        """Return the cursor before the first event recorded at or after `since`.
+
+        That is the head when no event is that recent. Raises `CursorExpired`
+        when retention removed events recorded at or after `since`.
+        """
+        after = await self._cursor_at(since)
+        trimmed = self._trimmed_recordedtime
+        if trimmed is not None and trimmed >= since:
+            raise CursorExpired(after, self._earliest, since=since)
+        return after
+
+    async def position_at(self, moment: datetime) -> int:
+        """Return the last retained sequence recorded before `moment`; `earliest - 1` if none."""
+        return max(self._earliest - 1, await self._cursor_at(moment))
+
+    async def trim(self, through: int) -> int:
+        """Remove the events up to `through` from the log, archiving them first; return how many.
+
+        Each step of at most TRIM_STEP_EVENTS events writes them to the
+        archive and syncs the files, then moves `earliest` past them (older
+        cursors get `CursorExpired` from then on), then deletes them on the
+        writer thread in transactions of at most DELETE_STEP_EVENTS. Raises
+        `LogUnavailable` when a step fails; its events stay in the archive,
+        and the next call goes on from there.
+        """
+        if self.archive is None:
+            raise ValueError("This log has no archive, so it cannot trim events.")
+        removed = 0
+        async with self._trimming:
+            through = min(through, self._head)
+            while self._earliest <= through and not self._closed:
+                first = self._earliest
+                last = min(through, first + TRIM_STEP_EVENTS - 1)
+                recordedtime = await self._in_history(self._archive_step, first, last)
+                async with self._gate.deleting():
+                    self._move_horizon(last, recordedtime)
+                    await self._delete_through(first, last)
+                removed += last - first + 1
+                logger.info("Trimmed events %d to %d into the archive", first, last)
+        return removed
+
+    async def query(
+        self,
+        sql: str,
+        seconds: float = DEFAULT_QUERY_SECONDS,
+        max_rows: int = MAX_QUERY_ROWS,
+    ) -> QueryResult:
+        """Run one read-only SQL query over the archived and live events; see `eventlog.history`."""
+        check_statement(sql)
+        run = functools.partial(
+            run_query,
+            self.storage,
+            self.archive,
+            sql,
+            head=self._head,
+            archived_through=self._archived_through,
+            seconds=seconds,
+            max_rows=max_rows,
+        )
+        async with self._gate.reading():
+            result: QueryResult = await self._in_history(run)
+        return result
+
+    async def read_range(self, after: int, last: int) -> pa.Table:
+        """Return the events with `after < sequence <= last`, archived or live, as Arrow.
+
+        The table has the columns of `eventlog.archive.ARCHIVE_SCHEMA`. Read
+        long ranges in parts of some thousand events, as each is one read.
+        """
+        last = min(last, self._head)
+        async with self._gate.reading():
+            table: pa.Table = await self._in_history(
+                read_range, self.storage, self.archive, after, last, self._archived_through
+            )
+        return table
+
+    async def first_recorded_at(self, moment: datetime) -> int | None:
+        """Return the first sequence, archived or live, recorded at or after `moment`; None if none."""
+        async with self._gate.reading():
+            sequence: int | None = await self._in_history(
+                first_recorded_at, self.storage, self.archive, moment, self._head
+            )
+        return sequence
+
     async def close(self) -> None:
-        """Finish queued appends, checkpoint, and release the storage."""
+        """Stop retention, finish queued appends, checkpoint, and release the storage."""
         if self._closed:
             return
         self._closed = True
+        if self._retention is not None:
+            self._retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention
+        self._stopping = True
         await asyncio.to_thread(self._writer.close)
         # Let the last commit callbacks run before waking the waiters.
         await asyncio.sleep(0)
         self._announce()
         self._readers.shutdown(wait=True)
+        self._history.shutdown(wait=True)
         await asyncio.to_thread(self.storage.close)
         logger.info("Closed the event log at head %d", self._head)
 
@@ -256,6 +418,43 @@ class EventLog:
         head = self._head
         sequence = await self._in_reader(self.storage.first_recorded_at, since, head)
         return head if sequence is None else sequence - 1
+
+    def _start_retention(self, policy: RetentionPolicy) -> None:
+        if not self._closed:
+            self._retention = self._loop.create_task(run_retention(self, policy))
+
+    def _archive_step(self, first: int, last: int) -> datetime:
+        """Archive events first..last unless they are already, and return when `last` was recorded.
+
+        Runs on a history thread; events below the head never change, so
+        reading them needs no lock.
+        """
+        assert self.archive is not None
+        if last > self._archived_through:
+            start = max(first - 1, self._archived_through)
+            self.archive.write(self.storage.read_events_arrow(start, last))
+            self._archived_through = last
+        newest = self.storage.read_events_arrow(last - 1, last).read_all()
+        if newest.num_rows != 1:
+            raise LogUnavailable(f"The event {last} to trim is missing from the log.")
+        recordedtime: datetime = newest.column("recordedtime")[0].as_py()
+        return recordedtime
+
+    def _move_horizon(self, last: int, recordedtime: datetime) -> None:
+        # Before the delete: from here on no read may start below the horizon.
+        self._earliest = last + 1
+        self._trimmed_recordedtime = recordedtime
+        self._tail.discard_through(last)
+
+    async def _delete_through(self, first: int, last: int) -> None:
+        # One writer job per part, so that appends queued meanwhile go between them.
+        for end in range(first, last + 1, DELETE_STEP_EVENTS):
+            part_last = min(end + DELETE_STEP_EVENTS - 1, last)
+            job = functools.partial(self.storage.delete_through, part_last)
+            await asyncio.wrap_future(self._writer.run(job))
+
+    async def _in_history(self, function: Any, *arguments: Any) -> Any:
+        return await self._loop.run_in_executor(self._history, function, *arguments)
 
     def _check_cursor(self, after: int) -> None:
         if after < 0:
@@ -302,7 +501,7 @@ class EventLog:
                 if len(records) <= bound:
                     stats.group_size_counts[index] += 1
             for record in records:
-                attributes = attribute_strings(record.fields)
+                attributes = record.attributes or attribute_strings(record.fields)
                 self._tail.append(TailEntry(record.sequence, attributes, record.event))
             self._head = records[-1].sequence
             self._healthy = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -26,6 +27,7 @@ from feeds.openapi import openapi
 from feeds.pages import read_page
 from feeds.problems import Problem, install_handlers, problem_response
 from feeds.publish import publish
+from feeds.shutdown import watch_for_exit
 from feeds.stream import DEFAULT_HEARTBEAT_SECONDS, stream_events
 from feeds.tokens import TokenRegistry
 
@@ -114,9 +116,11 @@ def create_app(
                 "on loopback addresses only"
             )
         logger.info("Serving the event log in %s", path)
+        watcher = asyncio.create_task(watch_for_exit(log))
         try:
             yield
         finally:
+            watcher.cancel()
             await log.close()
 
     routes = [

@@ -104,6 +104,16 @@ async def stream_events(request: Request) -> Response:
     first = await log.read(after=after, filter=selection, limit=STREAM_PAGE_EVENTS, since=since)
     start = first.events[0].sequence - 1 if first.events else first.next_after
 
+    log.record(
+        audit_record(
+            request,
+            principal.name,
+            "stream.open",
+            200,
+            detail={"filter": query.filter.to_query(), "start": start},
+        )
+    )
+
     def record_delivery(delivery: Delivery) -> None:
         _audit(request, principal.name, query, delivery)
 
@@ -168,7 +178,7 @@ async def _messages(
             delivery.cursor = page.next_after
             if delivery.cursor >= log.head and not await log.wait_for_head(delivery.cursor):
                 break
-            if log.closed:
+            if log.stopping:
                 break
             page = await log.read(after=delivery.cursor, filter=filter, limit=STREAM_PAGE_EVENTS)
     except EventLogError as error:
@@ -194,7 +204,7 @@ def _audit(request: Request, principal: str, query: FeedQuery, delivery: Deliver
     record = audit_record(
         request,
         principal,
-        "stream",
+        "stream.close",
         200,
         count=delivery.count,
         first_sequence=delivery.first_sequence,

@@ -310,13 +310,18 @@ def test_stream_read_grants_and_audit(tmp_path: Path) -> None:
                 )
                 received += take(events, 1)
             wait_for(lambda: open_streams(admin) == 0)
-            wait_for(lambda: bool(admin.get("/audit", params={"action": "stream"}).json()))
-            [audit] = admin.get("/audit", params={"action": "stream"}).json()
+            wait_for(
+                lambda: bool(admin.get("/audit", params={"action": "stream.close"}).json())
+            )
+            [audit] = admin.get("/audit", params={"action": "stream.close"}).json()
+            [opened] = admin.get("/audit", params={"action": "stream.open"}).json()
     finally:
         server.stop()
 
     assert [sequence for sequence, _ in received] == [*sequences[1::2], later[1]]
     assert {event["subject"] for _, event in received} == {"/party/1"}
+    assert opened["principal"] == "party1"
+    assert opened["detail"]["start"] == 0
     assert audit["principal"] == "party1"
     assert audit["count"] == 4
     assert audit["first_sequence"] == sequences[1]
