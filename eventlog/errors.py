@@ -7,6 +7,7 @@ storage boundary, so that callers never see a database-specific exception.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 
 class EventLogError(Exception):
@@ -81,14 +82,26 @@ class LogUnavailable(EventLogError):
 
 
 class CursorExpired(EventLogError):
-    """A cursor points before the oldest event that the log still retains."""
+    """A cursor points before the oldest event that the log still retains.
 
-    def __init__(self, cursor: int, earliest: int) -> None:
+    With `since`, the read started at a time instead, and retention removed
+    events recorded at or after it.
+    """
+
+    def __init__(self, cursor: int, earliest: int, since: datetime | None = None) -> None:
         self.cursor = cursor
         self.earliest = earliest
+        self.since = since
+        if since is None:
+            message = f"Cursor {cursor} is older than the retention horizon"
+        else:
+            message = (
+                f"Retention removed events recorded at or after {since.isoformat()}, so a "
+                "read from that time would miss them"
+            )
         super().__init__(
-            f"Cursor {cursor} is older than the retention horizon; the earliest "
-            f"available sequence is {earliest}. Restart from after={earliest - 1}."
+            f"{message}; the earliest available sequence is {earliest}. "
+            f"Restart from after={earliest - 1}; older events are in the Parquet archive."
         )
 
 
@@ -110,6 +123,21 @@ class InvalidFilterExpression(InvalidFilter):
     def __init__(self, path: str, message: str) -> None:
         self.path = path
         super().__init__(path, f"{path}: {message}")
+
+
+class QueryRejected(EventLogError):
+    """A history query is not a single read-only statement, or DuckDB cannot run it."""
+
+
+class QueryTimedOut(EventLogError):
+    """A history query ran longer than its time limit and was interrupted."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(
+            f"The query ran longer than the limit of {seconds:g} s and was stopped. "
+            "Narrow it with a WHERE clause on sequence or recordedtime, or aggregate more."
+        )
 
 
 class TokenExists(EventLogError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from eventlog.filters import Filter, Matcher
+from eventlog.filters import Matcher
 from eventlog.storage import ScanResult, StoredEvent
 
 
@@ -48,6 +48,17 @@ class Tail:
         self._slots = [None] * self.capacity
         self._first = head + 1
         self._last = head
+
+    def discard_through(self, sequence: int) -> None:
+        """Drop the entries up to `sequence`, which retention removed from the log."""
+        if sequence < self._first:
+            return
+        if sequence >= self._last:
+            self.reset(self._last)
+            return
+        for removed in range(self._first, sequence + 1):
+            self._slots[removed % self.capacity] = None
+        self._first = sequence + 1
 
     def append(self, entry: TailEntry) -> None:
         if entry.sequence != self._last + 1:

@@ -16,8 +16,9 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -65,6 +66,20 @@ class AppendRequest:
     new_records: list[EventRecord] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class WriterJob:
+    """A storage change other than an append, run on the writer thread between groups.
+
+    Retention's deletes run here, so that they never race an append.
+    """
+
+    function: Callable[[], Any]
+    result: Future[Any]
+
+
+QueueItem = AppendRequest | AuditRecord | WriterJob
+
+
 # Called in the writer thread after each group, with the records now durable
 # (in sequence order), every request of the group with its outcome set, and
 # the seconds the group took to commit.
@@ -95,10 +110,10 @@ class Writer:
     ) -> None:
         self._storage = storage
         self._head = head
-        self._last_recordedtime = last_recordedtime or datetime.fromtimestamp(0, timezone.utc)
+        self._last_recordedtime = last_recordedtime or datetime.fromtimestamp(0, UTC)
         self._on_commit = on_commit
         self._max_group_events = max_group_events
-        self._queue: queue.SimpleQueue[AppendRequest | AuditRecord | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[QueueItem | None] = queue.SimpleQueue()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="eventlog-writer", daemon=True)
 
@@ -117,6 +132,18 @@ class Writer:
             logger.warning("Dropped an audit record of %s after close", audit.action)
             return
         self._queue.put(audit)
+
+    def run(self, function: Callable[[], Any]) -> Future[Any]:
+        """Queue `function` to run on the writer thread after the groups queued before it.
+
+        The returned future holds its result or exception. Raises
+        `LogUnavailable` once the writer is closing.
+        """
+        if self._closing:
+            raise LogUnavailable("The log is shutting down and accepts no more changes.")
+        job = WriterJob(function, Future())
+        self._queue.put(job)
+        return job.result
 
     def close(self, timeout: float | None = None) -> None:
         """Finish every queued request, checkpoint, and stop the thread."""
@@ -137,16 +164,33 @@ class Writer:
                 continue
             if first is None:
                 break
-            group, stop = self._drain(first)
-            self._commit_group(group)
             dirty = True
+            if isinstance(first, WriterJob):
+                _run_job(first)
+                continue
+            group, stop, job = self._drain(first)
+            self._commit_group(group)
+            if job is not None:
+                _run_job(job)
             if stop:
                 break
         self._storage.checkpoint()
+        self._cancel_queued_jobs()
+
+    def _cancel_queued_jobs(self) -> None:
+        # A job queued while `close` ran, after the stop marker, never runs.
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, WriterJob) and item.result.set_running_or_notify_cancel():
+                item.result.set_exception(LogUnavailable("The log closed before the change ran."))
 
     def _drain(
         self, first: AppendRequest | AuditRecord
-    ) -> tuple[list[AppendRequest | AuditRecord], bool]:
+    ) -> tuple[list[AppendRequest | AuditRecord], bool, WriterJob | None]:
+        """Take queued appends and audit records up to the bound, and stop at a job or close."""
         group = [first]
         count = 0
         while count < self._max_group_events:
@@ -155,10 +199,12 @@ class Writer:
             except queue.Empty:
                 break
             if item is None:
-                return group, True
+                return group, True, None
+            if isinstance(item, WriterJob):
+                return group, False, item
             group.append(item)
             count += len(item.events) if isinstance(item, AppendRequest) else 1
-        return group, False
+        return group, False, None
 
     def _commit_group(self, items: list[AppendRequest | AuditRecord]) -> None:
         started = time.perf_counter()
@@ -170,7 +216,7 @@ class Writer:
             records = self._assign(group)
             audit.extend(_publish_audit(group))
             self._storage.append(records, audit)
-        except Exception as error:  # noqa: BLE001 - the thread must outlive any failure.
+        except Exception as error:  # The thread must outlive any failure.
             if not isinstance(error, EventLogError):
                 logger.exception("Unexpected failure while appending a group")
             self._head = previous_head
@@ -190,7 +236,7 @@ class Writer:
             (found.source, found.id): (found.sequence, found.digest)
             for found in self._storage.find(keys)
         }
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         recordedtime = max(now, self._last_recordedtime)
         stamp = format_time(recordedtime)
 
@@ -260,6 +306,15 @@ class Writer:
             if isinstance(outcome, DuplicateConflict) and outcome.sequence <= previous_head:
                 continue  # The conflicting event is on disk, so the 409 is still true.
             request.outcome = unavailable
+
+
+def _run_job(job: WriterJob) -> None:
+    if not job.result.set_running_or_notify_cancel():
+        return
+    try:
+        job.result.set_result(job.function())
+    except Exception as error:  # noqa: BLE001 - the caller receives it through the future.
+        job.result.set_exception(error)
 
 
 def _conflict_within(events: Sequence[Event], index: int) -> InvalidEvent:
