@@ -1,4 +1,4 @@
-"""`eventlog tail`: print a feed page by page, and with `--follow` wait for new events.
+"""`eventlog tail`: print a feed page by page, and with `--follow` follow it live over SSE.
 
 Pages come from `GET /events`; each response's `Link: <…>; rel="next"`
 header is the next request, so the cursor is always the server's. Without
@@ -10,7 +10,6 @@ do not match the filter, and more may follow.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -33,15 +32,13 @@ from feeds.cli_client import (
     server_options,
     unexpected,
 )
+from feeds.stream_client import StreamRejected, StreamUnavailable, follow
 
 # The page API's maximum of events per page.
 MAX_PAGE_LIMIT = 1000
-# How long one long-poll request of `--follow` waits on the server for new events.
-FOLLOW_WAIT_SECONDS = 30
 # How much longer than the server's wait the client waits for the response.
 RESPONSE_GRACE_SECONDS = 30.0
-# Retries of `--follow` after a lost connection wait this long, doubling each time up to the maximum.
-FIRST_RETRY_SECONDS = 0.5
+# Reconnects of `--follow` wait at most this long.
 MAX_RETRY_SECONDS = 30.0
 
 # Query parameters of the page API that are not attribute filters.
@@ -186,42 +183,65 @@ def read_feed(server: Server, url: httpx.URL, output: EventOutput, max_events: i
 
 
 def follow_feed(server: Server, url: httpx.URL, output: EventOutput, max_events: int | None) -> int:
-    """Print pages from `url` on and then new events as they are committed, until `max_events`.
+    """Print the feed's events from `url`'s start on, then new ones live, until `max_events`.
 
-    Each request is a long-poll (`wait` in `url`). After the first page, a
-    lost connection or a 5xx response is reported on standard error and
-    retried with growing delays from the last cursor, so no event is
-    skipped or repeated. Returns how many events were printed.
+    The events come from the server's SSE stream, history first. After a
+    lost connection or a 5xx response, a notice goes to standard error and
+    the stream resumes from the last cursor with `Last-Event-ID`, so no event
+    is skipped or repeated. Returns how many events were printed.
     KeyboardInterrupt passes through to the caller.
     """
-    printed = 0
-    delay = FIRST_RETRY_SECONDS
-    connected = retrying = False
-    with server.client(FOLLOW_WAIT_SECONDS + RESPONSE_GRACE_SECONDS) as client:
-        while max_events is None or printed < max_events:
-            try:
-                page = read_page(client, server, url)
-            except ServerUnavailable as error:
-                # A server that never responded is more likely a wrong --url than a restart.
-                if not connected:
-                    raise
-                click.echo(
-                    f"{error.message} Retrying in {delay:g} s from {_position(url)}.", err=True
-                )
-                time.sleep(delay)
-                delay = min(delay * 2, MAX_RETRY_SECONDS)
-                retrying = True
-                continue
+    parameters = url.params
+    filters = {
+        name: parameters.get_list(name) for name in parameters if name not in PAGE_PARAMETERS
+    }
 
-            if retrying:
-                click.echo(
-                    f"Reconnected to {server.url}; continuing from {_position(url)}.", err=True
-                )
-            connected, retrying, delay = True, False, FIRST_RETRY_SECONDS
-            events = _take(page.events, max_events, printed)
-            output.write(events)
-            printed += len(events)
-            url = page.next_url
+    reconnecting = False
+
+    def notify(cursor: int | None, delay: float, reason: str) -> None:
+        nonlocal reconnecting
+        reconnecting = True
+        position = "the start" if cursor is None else f"after sequence {cursor}"
+        click.echo(
+            f"The stream from {server.url} ended ({reason}). Reconnecting in {delay:.1f} s "
+            f"from {position}.",
+            err=True,
+        )
+
+    def connected(cursor: int | None) -> None:
+        nonlocal reconnecting
+        if reconnecting:
+            position = "the start" if cursor is None else f"after sequence {cursor}"
+            click.echo(f"Reconnected to {server.url}; continuing from {position}.", err=True)
+        reconnecting = False
+
+    printed = 0
+    events = follow(
+        str(server.url),
+        filters,
+        after=cursor_of(url),
+        token=server.token,
+        since=parameters.get("since"),
+        max_retry_seconds=MAX_RETRY_SECONDS,
+        retry_first_connect=False,
+        on_reconnect=notify,
+        on_connect=connected,
+    )
+    try:
+        for event in events:
+            if max_events is not None and printed >= max_events:
+                break
+            output.write([event])
+            printed += 1
+            if max_events is not None and printed >= max_events:
+                break
+    except StreamUnavailable as error:
+        raise ServerUnavailable(
+            f"{error}. Start a server with 'eventlog serve', or give the address of a running "
+            "one with --url."
+        ) from error
+    except StreamRejected as error:
+        raise RequestFailed(str(error)) from error
     return printed
 
 
@@ -365,8 +385,7 @@ def tail(
         + [("subject", value) for value in subjects]
         + filters
     )
-    wait = FOLLOW_WAIT_SECONDS if follow else None
-    url = first_page_url(server, after, since, limit, attribute_filters, wait)
+    url = first_page_url(server, after, since, limit, attribute_filters, None)
     output: EventOutput = JsonLinesOutput() if as_json else TableOutput()
 
     try:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -51,7 +51,11 @@ def follow(
     after: int | None = None,
     token: str | None = None,
     *,
+    since: str | None = None,
     max_retry_seconds: float = MAX_RETRY_SECONDS,
+    retry_first_connect: bool = True,
+    on_reconnect: Callable[[int | None, float, str], None] | None = None,
+    on_connect: Callable[[int | None], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield the events of the feed at server `url` in sequence order, without end.
 
@@ -60,6 +64,13 @@ def follow(
     starts at the head, with only new events. `token` is sent as a bearer
     token. Reconnects wait from the server's `retry:` time, doubling up to
     `max_retry_seconds`. Raises `StreamRejected` on a 4xx response.
+
+    `since`, an RFC 3339 time, starts at the first event recorded at or after
+    it instead of `after`. With `retry_first_connect` False, a first
+    connection that fails raises `StreamUnavailable` instead of retrying,
+    since a server that never answered is more likely a wrong URL.
+    `on_reconnect(cursor, delay_seconds, reason)` is called before each wait,
+    and `on_connect(cursor)` after each connection the server accepted.
     """
     parameters = [
         (name, pattern) for name, patterns in (filters or {}).items() for pattern in patterns
@@ -69,8 +80,11 @@ def follow(
         headers["Authorization"] = f"Bearer {token}"
     timeout = httpx.Timeout(CONNECT_TIMEOUT_SECONDS, read=READ_TIMEOUT_SECONDS)
     cursor = after
+    if since is not None and after is None:
+        parameters.append(("since", since))
     retry_seconds = INITIAL_RETRY_SECONDS
     delay = retry_seconds
+    connected = False
 
     with httpx.Client(base_url=url, headers=headers, timeout=timeout) as client:
         while True:
@@ -80,24 +94,37 @@ def follow(
                     client, "GET", STREAM_PATH, params=parameters, headers=request_headers
                 ) as source:
                     _check_response(source.response)
+                    connected = True
+                    if on_connect is not None:
+                        on_connect(cursor)
                     for message in source.iter_sse():
                         if message.retry is not None:
                             retry_seconds = message.retry / 1000
                         delay = retry_seconds
                         if message.id:
                             cursor = int(message.id)
+                            # The cursor replaces the start time on reconnects.
+                            parameters = [p for p in parameters if p[0] != "since"]
                         if message.data:
                             yield orjson.loads(message.data)
                 reason = "the server ended the stream"
             except (httpx.TransportError, SSEError, _ServerError) as error:
                 reason = str(error) or type(error).__name__
+                if not connected and not retry_first_connect:
+                    raise StreamUnavailable(f"Cannot open the stream at {url}: {reason}") from error
 
             wait = delay * random.uniform(0.8, 1.2)
             logger.info(
                 "Reconnecting to %s after cursor %s in %.1f s: %s", url, cursor, wait, reason
             )
+            if on_reconnect is not None:
+                on_reconnect(cursor, wait, reason)
             time.sleep(wait)
             delay = min(2 * delay, max_retry_seconds)
+
+
+class StreamUnavailable(Exception):
+    """The first connection to the stream failed, and retrying it was not requested."""
 
 
 class _ServerError(Exception):

@@ -567,7 +567,7 @@ def test_tail_follow_resumes_after_restart(tmp_path: Path, source: str) -> None:
 
             assert json.loads(lines.next_line())["id"] == "2"
             errors = stop_process(follower)
-            assert "Retrying" in errors
+            assert "Reconnecting" in errors
             assert "Reconnected" in errors
             assert "Traceback" not in errors
     finally:
