@@ -17,13 +17,18 @@ The wire format, one message per event:
 The first message carries only `retry:` and the start cursor as `id:`. It
 dispatches no event, but an `EventSource` remembers the id, so a reconnect
 that happens before the first event resumes where the stream began.
+
+`open_stream` is the stream itself, for any filter and start; the
+subscription stream uses it too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
@@ -32,8 +37,9 @@ from starlette.responses import Response
 from eventlog import EventLog, EventLogError, LogUnavailable, Page
 from eventlog.filters import Matcher
 from feeds.access import audit_record, authenticate, require
+from feeds.grants import Principal
 from feeds.metrics import Metrics
-from feeds.pages import FeedQuery, parse_feed_query
+from feeds.pages import parse_feed_query
 from feeds.problems import bad_request
 
 logger = logging.getLogger(__name__)
@@ -98,27 +104,52 @@ async def stream_events(request: Request) -> Response:
     else:
         after = query.after
 
+    return await open_stream(
+        request,
+        principal,
+        principal.selection(query.filter),
+        after,
+        since=since,
+        detail={"filter": query.filter.to_query()},
+    )
+
+
+async def open_stream(
+    request: Request,
+    principal: Principal,
+    selection: Matcher,
+    after: int,
+    *,
+    since: datetime | None = None,
+    detail: dict[str, object],
+    stop: asyncio.Event | None = None,
+) -> Response:
+    """Answer an SSE stream of the events that `selection` admits, after `after` or from `since`.
+
+    The stream's audit records carry `detail` (such as the filter) and the
+    cursors. Setting `stop` ends the stream at once, as when its
+    subscription is deleted. Raises `CursorExpired` for an expired start,
+    so that the client gets a problem response instead of a stream.
+    """
+    log: EventLog = request.app.state.log
     # The first read also checks the cursor (410 when it is expired) and
     # resolves `since`, so that these errors arrive as problem responses.
-    selection = principal.selection(query.filter)
     first = await log.read(after=after, filter=selection, limit=STREAM_PAGE_EVENTS, since=since)
     start = first.events[0].sequence - 1 if first.events else first.next_after
 
     log.record(
         audit_record(
-            request,
-            principal.name,
-            "stream.open",
-            200,
-            detail={"filter": query.filter.to_query(), "start": start},
+            request, principal.name, "stream.open", 200, detail={**detail, "start": start}
         )
     )
 
     def record_delivery(delivery: Delivery) -> None:
-        _audit(request, principal.name, query, delivery)
+        _audit(request, principal.name, detail, delivery)
 
     settings = request.app.state.settings
-    messages = _messages(log, request.app.state.metrics, selection, first, start, record_delivery)
+    messages = _messages(
+        log, request.app.state.metrics, selection, first, start, record_delivery, stop
+    )
     return EventSourceResponse(
         messages,
         headers={"Cache-Control": "no-cache"},
@@ -152,8 +183,9 @@ async def _messages(
     page: Page,
     start: int,
     on_close: Callable[[Delivery], None],
+    stop: asyncio.Event | None,
 ) -> AsyncIterator[bytes]:
-    """Yield SSE messages from `page` on, one page per chunk, until the log closes.
+    """Yield SSE messages from `page` on, one page per chunk, until the log closes or `stop` is set.
 
     The response pulls the next chunk only after the previous one was handed
     to the transport, and uvicorn's send (0.55, httptools and h11) waits while
@@ -176,9 +208,9 @@ async def _messages(
                 yield _encode(page)
                 _count(delivery, page)
             delivery.cursor = page.next_after
-            if delivery.cursor >= log.head and not await log.wait_for_head(delivery.cursor):
+            if delivery.cursor >= log.head and not await _wait(log, delivery.cursor, stop):
                 break
-            if log.stopping:
+            if log.stopping or (stop is not None and stop.is_set()):
                 break
             page = await log.read(after=delivery.cursor, filter=filter, limit=STREAM_PAGE_EVENTS)
     except EventLogError as error:
@@ -192,6 +224,20 @@ async def _messages(
         on_close(delivery)
 
 
+async def _wait(log: EventLog, cursor: int, stop: asyncio.Event | None) -> bool:
+    """Wait until the head passes `cursor`; return False when the log or `stop` ends the wait."""
+    if stop is None:
+        return await log.wait_for_head(cursor)
+    head_moved = asyncio.ensure_future(log.wait_for_head(cursor))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((head_moved, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        head_moved.cancel()
+        stopped.cancel()
+    return not stop.is_set() and head_moved.done() and not head_moved.cancelled() and head_moved.result()
+
+
 def _count(delivery: Delivery, page: Page) -> None:
     if delivery.first_sequence is None:
         delivery.first_sequence = page.events[0].sequence
@@ -199,7 +245,9 @@ def _count(delivery: Delivery, page: Page) -> None:
     delivery.count += len(page.events)
 
 
-def _audit(request: Request, principal: str, query: FeedQuery, delivery: Delivery) -> None:
+def _audit(
+    request: Request, principal: str, detail: dict[str, object], delivery: Delivery
+) -> None:
     log: EventLog = request.app.state.log
     record = audit_record(
         request,
@@ -209,11 +257,7 @@ def _audit(request: Request, principal: str, query: FeedQuery, delivery: Deliver
         count=delivery.count,
         first_sequence=delivery.first_sequence,
         last_sequence=delivery.last_sequence,
-        detail={
-            "filter": query.filter.to_query(),
-            "start": delivery.start,
-            "cursor": delivery.cursor,
-        },
+        detail={**detail, "start": delivery.start, "cursor": delivery.cursor},
     )
     log.record(record)
 
