@@ -156,11 +156,7 @@ _EVENT_BODIES = {
             ]
         }
     },
-    "*/*": {
-        "schema": {},
-        "description": "Binary mode: the body is the event's data, the attributes are "
-        "'ce-' headers (ce-specversion required), Content-Type is datacontenttype.",
-    },
+    "*/*": {"schema": {}},
 }
 
 _PUBLISHED = {
@@ -208,7 +204,14 @@ DOCUMENT: dict[str, Any] = {
                 "security": [{"bearer": []}],
                 "summary": "Publish one event or a batch; answered after the commit to disk.",
                 "operationId": "publishEvents",
-                "requestBody": {"required": True, "content": _EVENT_BODIES},
+                "requestBody": {
+                    "required": True,
+                    "description": "Structured or batched CloudEvents as JSON, or binary mode "
+                    "(any other media type): the body is the event's data, the attributes are "
+                    "'ce-' headers (ce-specversion required), and Content-Type is "
+                    "datacontenttype.",
+                    "content": _EVENT_BODIES,
+                },
                 "responses": {
                     "201": {"description": "Appended; new sequences.", **_PUBLISHED},
                     "200": {"description": "Every event was already in the log.", **_PUBLISHED},
