@@ -35,6 +35,8 @@ BATCH_MEDIA_TYPE = BATCH
 _JSON_MEDIA_TYPE = re.compile(r"(application|text)/([a-z0-9.+-]+\+)?json")
 _TEXT_MEDIA_TYPE = re.compile(r"text/.*|application/([a-z0-9.+-]+\+)?xml")
 # A JSON escape of a UTF-16 surrogate code unit, \uD800 to \uDFFF.
+# Twenty digits in a row: the shortest text that may be an integer beyond 64 bits.
+_LONG_DIGITS = re.compile(rb"\d{20,}")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
@@ -184,7 +186,10 @@ def _binary_data(body: bytes, media_type: str | None) -> dict[str, Any]:
         return {}
     if media_type is None or _JSON_MEDIA_TYPE.fullmatch(media_type):
         try:
-            return {"data": orjson.loads(body)}
+            data = orjson.loads(body)
+            if _LONG_DIGITS.search(body) is not None:
+                _check_integers(body)
+            return {"data": data}
         except orjson.JSONDecodeError as error:
             if media_type is not None:
                 raise InvalidEvent(
@@ -214,7 +219,7 @@ def _decode_json(body: bytes) -> Any:
     so that validation can name the event and attribute that hold it.
     """
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as error:
         if _SURROGATE_ESCAPE.search(body) is None:
             raise _not_json(error) from error
@@ -224,6 +229,40 @@ def _decode_json(body: bytes) -> Any:
             )
         except (ValueError, RecursionError):
             raise _not_json(error) from error
+    if _LONG_DIGITS.search(body) is not None:
+        _check_integers(body)
+    return value
+
+
+def _check_integers(body: bytes) -> None:
+    """Raise 400 for an integer outside the 64-bit range, which orjson turns into a float.
+
+    Storing the float would change the publisher's number silently, and JSON
+    parsers disagree on such integers anyway, so the publisher is asked to
+    send it as a string.
+    """
+    try:
+        json.loads(body.decode("utf-8"), parse_int=_int64)
+    except _IntegerOutOfRange as error:
+        raise bad_request(
+            f"The body holds the integer {error.text[:40]}, outside the 64-bit range "
+            "that this log stores exactly; send it as a string."
+        ) from None
+    except (ValueError, RecursionError):
+        return  # orjson parsed it, so the difference is elsewhere and harmless.
+
+
+class _IntegerOutOfRange(ValueError):
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+def _int64(text: str) -> int:
+    number = int(text)
+    if not -(2**63) <= number < 2**64:
+        raise _IntegerOutOfRange(text)
+    return number
 
 
 def _not_json(error: Exception) -> Problem:

@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-
 from conftest import Server
 
 PROBLEM = "application/problem+json"
@@ -702,3 +701,41 @@ def test_a_bad_feed_query_gets_400_naming_the_parameter(
     response = client.get("/events", params=params)
     body = assert_problem(response, 400)
     assert body["parameter"] == parameter
+
+
+def test_publish_rejects_integer_beyond_64_bits(shared_server: Server) -> None:
+    with httpx.Client(base_url=shared_server.url, timeout=30) as http:
+        head = http.get("/health").json()["head"]
+        structured = http.post(
+            "/events",
+            content=b'{"specversion":"1.0","id":"big-1","source":"/big","type":"t",'
+            b'"data":{"n":123456789012345678901234567890}}',
+            headers={"Content-Type": "application/cloudevents+json"},
+        )
+        binary = http.post(
+            "/events",
+            content=b"[18446744073709551616]",
+            headers={
+                "Content-Type": "application/json",
+                "ce-specversion": "1.0",
+                "ce-id": "big-2",
+                "ce-source": "/big",
+                "ce-type": "t",
+            },
+        )
+        assert structured.status_code == 400
+        assert "123456789012345678901234567890" in structured.json()["detail"]
+        assert binary.status_code == 400
+        assert http.get("/health").json()["head"] == head
+
+        kept = http.post(
+            "/events",
+            content=b'{"specversion":"1.0","id":"big-3","source":"/big","type":"t",'
+            b'"data":{"n":18446744073709551615,"s":"123456789012345678901234567890"}}',
+            headers={"Content-Type": "application/cloudevents+json"},
+        )
+        assert kept.status_code == 201
+        [event] = http.get(
+            "/events", params={"after": kept.json()["sequence"] - 1, "limit": 1}
+        ).json()
+        assert event["data"] == {"n": 18446744073709551615, "s": "123456789012345678901234567890"}
