@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 import ciso8601
@@ -80,7 +80,9 @@ def parse_feed_query(items: Iterable[tuple[str, str]], allowed: tuple[str, ...])
     for name, value in items:
         if name in allowed:
             if name in single:
-                raise bad_request(f"The parameter {name!r} is given more than once.", parameter=name)
+                raise bad_request(
+                    f"The parameter {name!r} is given more than once.", parameter=name
+                )
             single[name] = value
         else:
             filters.setdefault(name, []).append(value)
@@ -160,8 +162,16 @@ def _time(text: str | None) -> datetime | None:
     try:
         return ciso8601.parse_rfc3339(text)
     except ValueError:
-        raise bad_request(
-            f"The parameter 'since' must be an RFC 3339 time with an offset, such as "
-            f"'2024-05-01T12:00:00Z', not {text!r}.",
-            parameter="since",
-        ) from None
+        pass
+    if text[17:19] == "60":
+        # RFC 3339 allows the leap second 60, which ciso8601 rejects; it
+        # starts at the same instant as second 0 of the next minute.
+        try:
+            return ciso8601.parse_rfc3339(text[:17] + "59" + text[19:]) + timedelta(seconds=1)
+        except ValueError:
+            pass
+    raise bad_request(
+        f"The parameter 'since' must be an RFC 3339 time with an offset, such as "
+        f"'2024-05-01T12:00:00Z', not {text!r}.",
+        parameter="since",
+    )
