@@ -7,8 +7,9 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 from starlette.applications import Starlette
@@ -19,9 +20,12 @@ from starlette.staticfiles import StaticFiles
 
 from eventlog import EventLog
 from eventlog.event import DEFAULT_MAX_EVENT_BYTES
+from eventlog.history import DEFAULT_QUERY_SECONDS
 from eventlog.log import DEFAULT_TAIL_CAPACITY
+from eventlog.retention import RetentionPolicy
 from feeds.access import RedactTokens
 from feeds.admin import create_token, list_tokens, read_audit, revoke_token
+from feeds.history import export_events, run_query
 from feeds.metrics import Metrics, metrics
 from feeds.openapi import openapi
 from feeds.pages import read_page
@@ -29,6 +33,16 @@ from feeds.problems import Problem, install_handlers, problem_response
 from feeds.publish import publish
 from feeds.shutdown import watch_for_exit
 from feeds.stream import DEFAULT_HEARTBEAT_SECONDS, stream_events
+from feeds.subscription_registry import LagCollector, SubscriptionRegistry
+from feeds.subscriptions import (
+    acknowledge,
+    delete_subscription,
+    get_subscription,
+    put_subscription,
+    read_subscription,
+    seek,
+    stream_subscription,
+)
 from feeds.tokens import TokenRegistry
 
 logger = logging.getLogger(__name__)
@@ -51,6 +65,10 @@ class Settings:
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
     # False serves every request as an admin, on loopback addresses only.
     auth: bool = True
+    # What retention keeps; the default policy keeps everything.
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    # The time limit of one POST /query, in seconds.
+    query_seconds: float = DEFAULT_QUERY_SECONDS
 
 
 async def dashboard(request: Request) -> Response:
@@ -83,8 +101,16 @@ def create_app(
     tail_capacity: int = DEFAULT_TAIL_CAPACITY,
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
     auth: bool = True,
+    retain_days: float | None = None,
+    retain_events: int | None = None,
+    query_seconds: float = DEFAULT_QUERY_SECONDS,
 ) -> Starlette:
-    """Build the application for the log in `data_dir`; the log opens at startup."""
+    """Build the application for the log in `data_dir`; the log opens at startup.
+
+    `retain_days` and `retain_events` limit what the log keeps: older events
+    move to the Parquet archive in `data_dir/archive`. Raises ValueError for
+    a limit that is not positive.
+    """
     settings = Settings(
         data_dir=Path(data_dir),
         max_event_bytes=max_event_bytes,
@@ -92,6 +118,8 @@ def create_app(
         tail_capacity=tail_capacity,
         heartbeat_seconds=heartbeat_seconds,
         auth=auth,
+        retention=RetentionPolicy(days=retain_days, events=retain_events),
+        query_seconds=query_seconds,
     )
 
     @contextlib.asynccontextmanager
@@ -102,11 +130,15 @@ def create_app(
             path,
             tail_capacity=settings.tail_capacity,
             max_event_bytes=settings.max_event_bytes,
+            retention=settings.retention,
         )
         app.state.log = log
         app.state.metrics.watch(log)
         app.state.tokens = TokenRegistry(log)
         await app.state.tokens.load()
+        app.state.subscriptions = SubscriptionRegistry(log)
+        await app.state.subscriptions.load()
+        app.state.metrics.registry.register(LagCollector(log, app.state.subscriptions))
         _redact_access_log()
         if settings.auth:
             await app.state.tokens.ensure_admin_token(settings.data_dir)
@@ -133,6 +165,15 @@ def create_app(
         Route("/tokens", list_tokens, methods=["GET"]),
         Route("/tokens/{name}", revoke_token, methods=["DELETE"]),
         Route("/audit", read_audit, methods=["GET"]),
+        Route("/subscriptions/{name}", put_subscription, methods=["PUT"]),
+        Route("/subscriptions/{name}", get_subscription, methods=["GET"]),
+        Route("/subscriptions/{name}", delete_subscription, methods=["DELETE"]),
+        Route("/subscriptions/{name}/events", read_subscription, methods=["GET"]),
+        Route("/subscriptions/{name}/stream", stream_subscription, methods=["GET"]),
+        Route("/subscriptions/{name}/ack", acknowledge, methods=["POST"]),
+        Route("/subscriptions/{name}/seek", seek, methods=["POST"]),
+        Route("/query", run_query, methods=["POST"]),
+        Route("/export", export_events, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
@@ -155,8 +196,10 @@ def app_from_environment() -> Starlette:
 
     `EVENTLOG_DATA_DIR` is the data folder (required). Optional:
     `EVENTLOG_MAX_EVENT_BYTES`, `EVENTLOG_TAIL_CAPACITY` (events kept in
-    memory) and `EVENTLOG_HEARTBEAT_SECONDS` (between comments on idle
-    streams, default 15). Example:
+    memory), `EVENTLOG_HEARTBEAT_SECONDS` (between comments on idle
+    streams, default 15), `EVENTLOG_RETAIN_DAYS` and `EVENTLOG_RETAIN_EVENTS`
+    (retention limits, default none) and `EVENTLOG_QUERY_SECONDS` (the time
+    limit of POST /query, default 30). Example:
     `EVENTLOG_DATA_DIR=/var/lib/eventlog uvicorn --factory feeds.app:app_from_environment`.
     """
     data_dir = os.environ.get("EVENTLOG_DATA_DIR")
@@ -170,7 +213,24 @@ def app_from_environment() -> Starlette:
             "EVENTLOG_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS
         ),
         auth=os.environ.get("EVENTLOG_NO_AUTH", "") not in ("1", "true", "yes"),
+        retain_days=_optional_positive("EVENTLOG_RETAIN_DAYS", float),
+        retain_events=_optional_positive("EVENTLOG_RETAIN_EVENTS", int),
+        query_seconds=_positive_seconds("EVENTLOG_QUERY_SECONDS", DEFAULT_QUERY_SECONDS),
     )
+
+
+def _optional_positive(variable: str, kind: type[float | int]) -> Any:
+    text = os.environ.get(variable)
+    if not text:
+        return None
+    try:
+        value = kind(text)
+    except ValueError:
+        value = 0
+    if not 0 < value < float("inf"):
+        unit = "whole number" if kind is int else "number"
+        raise RuntimeError(f"Set {variable} to a positive {unit}, not {text!r}.")
+    return value
 
 
 def _positive_seconds(variable: str, default: float) -> float:

@@ -30,6 +30,11 @@ class LogCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         stats = self._log.stats
         yield GaugeMetricFamily("eventlog_head", "Highest committed sequence.", value=self._log.head)
+        yield GaugeMetricFamily(
+            "eventlog_earliest",
+            "Lowest retained sequence; retention archived the events before it.",
+            value=self._log.earliest,
+        )
         yield CounterMetricFamily(
             "eventlog_appended_events", "Events appended.", value=stats.appended_events
         )

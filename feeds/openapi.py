@@ -191,6 +191,390 @@ _LINK_HEADER = {
     }
 }
 
+_SUBSCRIPTION_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": "The subscription's name: 1 to 64 letters, digits, '.', '_' or '-'.",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
+}
+
+_SUBSCRIPTION_ANSWER = {
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Subscription"}}}
+}
+
+_SUBSCRIPTION_ACCESS = {
+    "401": _problem("No token, or an unknown one."),
+    "403": _problem("No read grant, or the subscription belongs to another principal."),
+    "404": _problem("No subscription has this name."),
+}
+
+_POSITION_BODY = {
+    "type": "object",
+    "properties": {
+        "sequence": {"type": "integer", "minimum": 0},
+        "time": {"type": "string", "format": "date-time"},
+    },
+    "additionalProperties": False,
+}
+
+_SUBSCRIPTION_PATHS: dict[str, Any] = {
+    "/subscriptions/{name}": {
+        "parameters": [_SUBSCRIPTION_NAME],
+        "put": {
+            "summary": "Create a subscription, or replace the filter of one's own.",
+            "operationId": "putSubscription",
+            "security": [{"bearer": []}],
+            "description": "'start' is 'beginning', 'now' (the default for a new "
+            "subscription), a cursor (the events after it come next) or an RFC 3339 time "
+            "(the events recorded at or after it come next). A replacement keeps its cursor "
+            "unless 'start' is given, and ends the subscription's open streams.",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "filters": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/FilterExpression"},
+                                },
+                                "start": {
+                                    "oneOf": [
+                                        {"enum": ["beginning", "now"]},
+                                        {"type": "integer", "minimum": 0},
+                                        {"type": "string", "format": "date-time"},
+                                    ]
+                                },
+                            },
+                            "additionalProperties": False,
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "201": {"description": "Created.", **_SUBSCRIPTION_ANSWER},
+                "200": {"description": "Replaced.", **_SUBSCRIPTION_ANSWER},
+                "400": _problem("The body, a filter (its 'path' names the bad part) or "
+                                "'start' is invalid."),
+                "401": _problem("No token, or an unknown one."),
+                "403": _problem("No read grant, or the name belongs to another principal."),
+                "410": _problem("'start' is older than the retention horizon."),
+            },
+        },
+        "get": {
+            "summary": "The subscription's filter and cursor, the head, and the lag.",
+            "operationId": "getSubscription",
+            "security": [{"bearer": []}],
+            "responses": {
+                "200": {"description": "The subscription.", **_SUBSCRIPTION_ANSWER},
+                **_SUBSCRIPTION_ACCESS,
+            },
+        },
+        "delete": {
+            "summary": "Delete the subscription; its open streams end.",
+            "operationId": "deleteSubscription",
+            "security": [{"bearer": []}],
+            "responses": {"204": {"description": "Deleted."}, **_SUBSCRIPTION_ACCESS},
+        },
+    },
+    "/subscriptions/{name}/events": {
+        "get": {
+            "summary": "Read the next page after the stored cursor; the cursor does not move.",
+            "operationId": "readSubscription",
+            "security": [{"bearer": []}],
+            "description": "The format and the Link header are those of GET /events. The "
+            "link's 'after' is the position to acknowledge once the page is processed. "
+            "Only the events that the caller's read grants admit are returned.",
+            "parameters": [
+                _SUBSCRIPTION_NAME,
+                *(p for p in _FEED_PARAMETERS if p["name"] in ("after", "limit", "wait")),
+            ],
+            "responses": {
+                "200": {
+                    "description": "Events in sequence order.",
+                    "headers": _LINK_HEADER,
+                    "content": {
+                        "application/cloudevents-batch+json": {
+                            "schema": {
+                                "type": "array",
+                                "items": {"$ref": "#/components/schemas/DeliveredEvent"},
+                            }
+                        }
+                    },
+                },
+                "400": _problem("A parameter is invalid."),
+                **_SUBSCRIPTION_ACCESS,
+                "410": _problem("The cursor is older than the retention horizon."),
+            },
+        }
+    },
+    "/subscriptions/{name}/stream": {
+        "get": {
+            "summary": "Follow the subscription as Server-Sent Events from its stored cursor.",
+            "operationId": "streamSubscription",
+            "security": [{"bearer": []}],
+            "description": "Starts after Last-Event-ID, else after the stored cursor; the "
+            "messages are those of /events/stream. The stream does not move the cursor and "
+            "ends when the subscription is deleted or replaced.",
+            "parameters": [
+                _SUBSCRIPTION_NAME,
+                *(
+                    p
+                    for p in _STREAM_PARAMETERS
+                    if p["name"] in ("Last-Event-ID", "access_token")
+                ),
+            ],
+            "responses": {
+                "200": {
+                    "description": "A stream of events in sequence order.",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                "400": _problem("A parameter or the Last-Event-ID header is invalid."),
+                **_SUBSCRIPTION_ACCESS,
+                "410": _problem("The cursor is older than the retention horizon."),
+            },
+        }
+    },
+    "/subscriptions/{name}/ack": {
+        "post": {
+            "summary": "Acknowledge: the cursor becomes max(cursor, sequence).",
+            "operationId": "acknowledgeSubscription",
+            "security": [{"bearer": []}],
+            "parameters": [_SUBSCRIPTION_NAME],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["sequence"],
+                            "properties": {"sequence": {"type": "integer", "minimum": 0}},
+                            "additionalProperties": False,
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": {"description": "The cursor is stored.", **_SUBSCRIPTION_ANSWER},
+                "400": _problem("The sequence is invalid or past the head."),
+                **_SUBSCRIPTION_ACCESS,
+            },
+        }
+    },
+    "/subscriptions/{name}/seek": {
+        "post": {
+            "summary": "Move the cursor anywhere, to a sequence or to a time, for replay.",
+            "operationId": "seekSubscription",
+            "security": [{"bearer": []}],
+            "description": "Give exactly one of 'sequence' (the new cursor) and 'time' (the "
+            "cursor moves before the first event recorded at or after it).",
+            "parameters": [_SUBSCRIPTION_NAME],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _POSITION_BODY}},
+            },
+            "responses": {
+                "200": {"description": "The cursor is stored.", **_SUBSCRIPTION_ANSWER},
+                "400": _problem("The position is invalid or past the head."),
+                **_SUBSCRIPTION_ACCESS,
+                "410": _problem("The position is older than the retention horizon."),
+            },
+        }
+    },
+}
+
+_HISTORY_PATHS: dict[str, Any] = {
+    "/query": {
+        "post": {
+            "summary": "Run one read-only SQL query over the views 'events' and 'audit' (admin).",
+            "operationId": "query",
+            "security": [{"bearer": []}],
+            "description": "'events' has one row per event, archived or live: sequence, "
+            "recordedtime, the core attributes, extensions (MAP), data (JSON), data_base64 "
+            "and event (JSON). The SQL can read no file and reach no network, runs under a "
+            "time limit and returns at most 10,000 rows; the Eventlog-Truncated header and "
+            "the 'truncated' member say whether rows were cut off. Accept chooses JSON, CSV "
+            "or Parquet.",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["sql"],
+                            "properties": {"sql": {"type": "string", "minLength": 1}},
+                            "additionalProperties": False,
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "The rows, at most the row cap.",
+                    "headers": {
+                        "Eventlog-Truncated": {
+                            "description": "'true' when the query returned more rows than "
+                            "the cap.",
+                            "schema": {"enum": ["true", "false"]},
+                        },
+                        "Eventlog-Max-Rows": {
+                            "description": "The row cap.",
+                            "schema": {"type": "integer"},
+                        },
+                    },
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/QueryResult"}
+                        },
+                        "text/csv": {"schema": {"type": "string"}},
+                        "application/vnd.apache.parquet": {
+                            "schema": {"type": "string", "contentEncoding": "binary"}
+                        },
+                    },
+                },
+                "400": _problem("Not a single SELECT, or DuckDB cannot run it (its message)."),
+                "401": _problem("No token, or an unknown one."),
+                "403": _problem("The token is not an admin's."),
+                "406": _problem("Accept admits none of JSON, CSV and Parquet."),
+                "408": _problem("The query ran longer than the time limit and was stopped."),
+            },
+        }
+    },
+    "/export": {
+        "get": {
+            "summary": "Stream a range of events, archived or live, as Arrow IPC (admin).",
+            "operationId": "exportEvents",
+            "security": [{"bearer": []}],
+            "description": "The range starts after 'after' or at 'since', and ends with "
+            "'until_sequence' or before 'until'. The columns are those of the archive's "
+            "Parquet files. A body that ends without the Arrow end-of-stream marker is "
+            "incomplete.",
+            "parameters": [
+                {
+                    "name": "after",
+                    "in": "query",
+                    "description": "Cursor: export the events after this sequence.",
+                    "schema": {"type": "integer", "minimum": 0, "default": 0},
+                },
+                {
+                    "name": "until_sequence",
+                    "in": "query",
+                    "description": "The last sequence to export; default the head.",
+                    "schema": {"type": "integer", "minimum": 0},
+                },
+                {
+                    "name": "since",
+                    "in": "query",
+                    "description": "Export from the first event recorded at or after this time.",
+                    "schema": {"type": "string", "format": "date-time"},
+                },
+                {
+                    "name": "until",
+                    "in": "query",
+                    "description": "Export the events recorded before this time.",
+                    "schema": {"type": "string", "format": "date-time"},
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "An Arrow IPC stream.",
+                    "headers": {
+                        "Eventlog-First-Sequence": {
+                            "description": "The first sequence of the range.",
+                            "schema": {"type": "integer"},
+                        },
+                        "Eventlog-Last-Sequence": {
+                            "description": "The last sequence of the range; below the "
+                            "first when the range is empty.",
+                            "schema": {"type": "integer"},
+                        },
+                    },
+                    "content": {
+                        "application/vnd.apache.arrow.stream": {
+                            "schema": {"type": "string", "contentEncoding": "binary"}
+                        }
+                    },
+                },
+                "400": _problem("A parameter is invalid."),
+                "401": _problem("No token, or an unknown one."),
+                "403": _problem("The token is not an admin's."),
+            },
+        }
+    },
+}
+
+_FILTER_EXPRESSION: dict[str, Any] = {
+    "description": "A filter expression of the CloudEvents Subscriptions API: exactly one "
+    "dialect. exact, prefix and suffix map attribute names to non-empty strings; all and "
+    "any take a non-empty list; not takes one expression.",
+    "type": "object",
+    "minProperties": 1,
+    "maxProperties": 1,
+    "properties": {
+        "exact": {"$ref": "#/components/schemas/AttributeValues"},
+        "prefix": {"$ref": "#/components/schemas/AttributeValues"},
+        "suffix": {"$ref": "#/components/schemas/AttributeValues"},
+        "all": {
+            "type": "array",
+            "minItems": 1,
+            "items": {"$ref": "#/components/schemas/FilterExpression"},
+        },
+        "any": {
+            "type": "array",
+            "minItems": 1,
+            "items": {"$ref": "#/components/schemas/FilterExpression"},
+        },
+        "not": {"$ref": "#/components/schemas/FilterExpression"},
+    },
+    "additionalProperties": False,
+}
+
+_HISTORY_SCHEMAS: dict[str, Any] = {
+    "FilterExpression": _FILTER_EXPRESSION,
+    "AttributeValues": {
+        "type": "object",
+        "minProperties": 1,
+        "propertyNames": {"pattern": "^[a-z0-9]+$"},
+        "additionalProperties": {"type": "string", "minLength": 1},
+    },
+    "Subscription": {
+        "type": "object",
+        "required": ["name", "owner", "filters", "cursor", "head", "lag", "expired"],
+        "properties": {
+            "name": {"type": "string"},
+            "owner": {"type": "string"},
+            "filters": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/FilterExpression"},
+            },
+            "cursor": {"type": "integer", "minimum": 0},
+            "head": {"type": "integer", "minimum": 0},
+            "lag": {"type": "integer", "minimum": 0, "description": "head - cursor"},
+            "earliest": {"type": "integer", "minimum": 1},
+            "expired": {
+                "type": "boolean",
+                "description": "True when the cursor is older than the retention horizon; "
+                "reads then get 410 until a seek.",
+            },
+            "created": {"type": "string", "format": "date-time"},
+            "updated": {"type": "string", "format": "date-time"},
+        },
+    },
+    "QueryResult": {
+        "type": "object",
+        "required": ["columns", "types", "rows", "truncated", "max_rows"],
+        "properties": {
+            "columns": {"type": "array", "items": {"type": "string"}},
+            "types": {"type": "array", "items": {"type": "string"}},
+            "rows": {"type": "array", "items": {"type": "array"}},
+            "truncated": {"type": "boolean"},
+            "max_rows": {"type": "integer"},
+        },
+    },
+}
+
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -401,6 +785,8 @@ DOCUMENT: dict[str, Any] = {
                 },
             }
         },
+        **_SUBSCRIPTION_PATHS,
+        **_HISTORY_PATHS,
         "/health": {
             "get": {
                 "summary": "Whether the log can commit, and its head.",
@@ -448,6 +834,7 @@ DOCUMENT: dict[str, Any] = {
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         "schemas": {
+            **_HISTORY_SCHEMAS,
             "CloudEvent": _CLOUDEVENT,
             "DeliveredEvent": _DELIVERED_EVENT,
             "Problem": _PROBLEM,

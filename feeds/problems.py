@@ -25,7 +25,7 @@ from eventlog import (
     InvalidFilter,
     LogUnavailable,
 )
-from eventlog.errors import InvalidFilterExpression
+from eventlog.errors import InvalidFilterExpression, QueryRejected, QueryTimedOut
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +120,11 @@ def to_problem(error: Exception) -> Problem:
         )
     if isinstance(error, CursorExpired):
         return Problem(410, "cursor-expired", "Cursor expired", str(error), earliest=error.earliest)
+    if isinstance(error, QueryRejected):
+        return Problem(400, "query-rejected", "Query rejected", str(error))
+    if isinstance(error, QueryTimedOut):
+        # 408 here means that the query ran too long, not that the request arrived slowly.
+        return Problem(408, "query-timeout", "Query timed out", str(error), seconds=error.seconds)
     if isinstance(error, InvalidFilterExpression):
         return bad_request(str(error), path=error.path)
     if isinstance(error, InvalidFilter):
@@ -187,6 +192,8 @@ def install_handlers(app: Starlette) -> None:
         LogUnavailable,
         CursorExpired,
         InvalidFilter,
+        QueryRejected,
+        QueryTimedOut,
     ):
         app.add_exception_handler(kind, _handle_known)
     app.add_exception_handler(HTTPException, _handle_http)
