@@ -146,11 +146,17 @@ _MAX_SCAN = 1_048_576
 class DuckDBStorage:
     """Events in one DuckDB database file; see `eventlog.storage.Storage`."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, read_only: bool = False) -> None:
+        """Open (or create) the database; `read_only` opens an existing one for reading only.
+
+        Raises `LogUnavailable` when the file cannot be opened, such as while
+        another process, a server for instance, has it open.
+        """
         self.path = str(path)
         try:
-            self._database = duckdb.connect(self.path)
-            self._database.execute(_SCHEMA)
+            self._database = duckdb.connect(self.path, read_only=read_only)
+            if not read_only:
+                self._database.execute(_SCHEMA)
         except duckdb.Error as error:
             raise LogUnavailable(
                 f"Cannot open the event database {self.path!r}: {error}. Check that no other "
