@@ -16,6 +16,7 @@ import click
 
 from feeds.cli_admin import audit, token
 from feeds.cli_client import InputError, is_loopback
+from feeds.cli_history import export, query
 from feeds.cli_publish import publish
 from feeds.cli_tail import tail
 from feeds.settings import DATA_DIR_VARIABLE, default_data_dir
@@ -71,6 +72,18 @@ def cli() -> None:
     help="Number of newest events kept in memory for fast reads.",
 )
 @click.option(
+    "--retain-days",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Keep the events recorded in the last this many days; older ones move to the "
+    "Parquet archive in the data folder [default: keep all].",
+)
+@click.option(
+    "--retain-events",
+    type=click.IntRange(min=1),
+    help="Keep at least this many newest events; older ones move to the Parquet archive "
+    "[default: keep all].",
+)
+@click.option(
     "--no-auth",
     is_flag=True,
     help="Serve every request without a token, as an admin; only with a loopback --host.",
@@ -88,6 +101,8 @@ def serve(
     port: int,
     max_event_bytes: int,
     tail_capacity: int,
+    retain_days: float | None,
+    retain_events: int | None,
     no_auth: bool,
     log_level: str,
 ) -> None:
@@ -125,7 +140,12 @@ def serve(
     level = log_level.upper()
     logging.basicConfig(level=level, format=LOG_FORMAT)
     app = create_app(
-        data_dir, max_event_bytes=max_event_bytes, tail_capacity=tail_capacity, auth=not no_auth
+        data_dir,
+        max_event_bytes=max_event_bytes,
+        tail_capacity=tail_capacity,
+        auth=not no_auth,
+        retain_days=retain_days,
+        retain_events=retain_events,
     )
 
     uvicorn.run(
@@ -148,6 +168,8 @@ def _importable(module: str) -> bool:
 
 
 cli.add_command(publish)
+cli.add_command(query)
+cli.add_command(export)
 cli.add_command(tail)
 cli.add_command(token)
 cli.add_command(audit)

@@ -8,34 +8,32 @@ a range of events as an Arrow IPC stream, in the columns of the archive, for
 
 from __future__ import annotations
 
-import base64
-import csv
 import io
 import logging
 from collections.abc import AsyncIterator
-from datetime import date, datetime, time, timedelta
-from decimal import Decimal
+from datetime import datetime
 from typing import Any
 
 import ciso8601
-import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from eventlog import EventLog, EventLogError
 from eventlog.archive import ARCHIVE_SCHEMA
-from eventlog.history import QueryResult
 from feeds.access import audit_record, authenticate, require
 from feeds.json_body import read_json_object
 from feeds.problems import Problem, bad_request
+from feeds.query_format import (
+    CSV_MEDIA_TYPE,
+    JSON_MEDIA_TYPE,
+    PARQUET_MEDIA_TYPE,
+    UnrenderableResult,
+    render,
+)
 
 logger = logging.getLogger(__name__)
 
-JSON_MEDIA_TYPE = "application/json"
-CSV_MEDIA_TYPE = "text/csv"
-PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
 ARROW_STREAM_MEDIA_TYPE = "application/vnd.apache.arrow.stream"
 _QUERY_MEDIA_TYPES = (JSON_MEDIA_TYPE, CSV_MEDIA_TYPE, PARQUET_MEDIA_TYPE)
 
@@ -88,7 +86,11 @@ async def run_query(request: Request) -> Response:
         MAX_ROWS_HEADER: str(result.max_rows),
         "Vary": "Accept",
     }
-    return Response(_render(result, media_type), headers=headers, media_type=media_type)
+    try:
+        body = render(result, media_type)
+    except UnrenderableResult as error:
+        raise bad_request(str(error)) from error
+    return Response(body, headers=headers, media_type=media_type)
 
 
 async def export_events(request: Request) -> Response:
@@ -156,9 +158,10 @@ async def _arrow_stream(log: EventLog, after: int, last: int) -> AsyncIterator[b
         writer.close()
         yield sink.take()
     except EventLogError as error:
-        # The status line is sent already; ending the body without the end
-        # marker of the Arrow stream tells the client the export is incomplete.
+        # The status line is sent already. Raising again aborts the response
+        # before its last chunk, so that the client sees an incomplete transfer.
         logger.warning("Ended an export of %d to %d at %d: %s", after + 1, last, position, error)
+        raise
 
 
 class _Chunks(io.RawIOBase):
@@ -219,89 +222,6 @@ def _covers(media_range: str, media_type: str) -> bool:
         return True
     kind, _, subtype = media_range.partition("/")
     return subtype == "*" and media_type.startswith(kind + "/")
-
-
-def _render(result: QueryResult, media_type: str) -> bytes:
-    if media_type == PARQUET_MEDIA_TYPE:
-        return _parquet(result.table)
-    names = result.table.column_names
-    if media_type == CSV_MEDIA_TYPE:
-        return _csv(names, _rows(result.table, ()))
-    # DuckDB hands JSON values over as text; the JSON answer embeds them as JSON.
-    rows = _rows(result.table, result.types)
-    document = {
-        "columns": names,
-        "types": list(result.types),
-        "rows": rows,
-        "truncated": result.truncated,
-        "max_rows": result.max_rows,
-    }
-    try:
-        return orjson.dumps(document, default=_json_value, option=orjson.OPT_NON_STR_KEYS)
-    except orjson.JSONEncodeError as error:
-        raise bad_request(
-            f"The result cannot be written as JSON: {error}. Cast the column to a simpler "
-            "type in the SELECT, or ask for CSV or Parquet."
-        ) from error
-
-
-def _rows(table: pa.Table, embed_json: tuple[str, ...]) -> list[list[Any]]:
-    """Return the rows as lists; columns whose type in `embed_json` is JSON become JSON fragments."""
-    columns = [column.to_pylist(maps_as_pydicts="lossy") for column in table.columns]
-    for index, column_type in enumerate(embed_json):
-        if column_type == "JSON":
-            columns[index] = [
-                None if value is None else orjson.Fragment(value) for value in columns[index]
-            ]
-    return [list(row) for row in zip(*columns, strict=True)] if columns else []
-
-
-def _parquet(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    try:
-        pq.write_table(table, sink)
-    except (pa.ArrowException, ValueError) as error:
-        raise bad_request(
-            f"The result cannot be written as Parquet: {error}. Cast the column to a "
-            "simpler type in the SELECT, or ask for JSON or CSV."
-        ) from error
-    return sink.getvalue()
-
-
-def _csv(names: list[str], rows: list[list[Any]]) -> bytes:
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\r\n")
-    writer.writerow(names)
-    for row in rows:
-        writer.writerow([_csv_value(value) for value in row])
-    return text.getvalue().encode()
-
-
-def _csv_value(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, (dict, list, tuple)):
-        return orjson.dumps(value, default=_json_value, option=orjson.OPT_NON_STR_KEYS).decode()
-    if isinstance(value, (datetime, date, time)):
-        return value.isoformat()
-    return value
-
-
-def _json_value(value: Any) -> Any:
-    """Encode what orjson cannot: DuckDB's HUGEINT and DECIMAL, BLOB and INTERVAL values.
-
-    Integral decimals that fit 64 bits become numbers, other decimals strings
-    so that no digit is lost; blobs become Base64 and intervals seconds.
-    """
-    if isinstance(value, Decimal):
-        if value == value.to_integral_value() and abs(value) < 2**63:
-            return int(value)
-        return str(value)
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    return str(value)
 
 
 def _whole_number(values: dict[str, str], name: str, default: int) -> int:
