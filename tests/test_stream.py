@@ -321,7 +321,7 @@ def test_stream_read_grants_and_audit(tmp_path: Path) -> None:
     assert [sequence for sequence, _ in received] == [*sequences[1::2], later[1]]
     assert {event["subject"] for _, event in received} == {"/party/1"}
     assert opened["principal"] == "party1"
-    assert opened["detail"]["start"] == 0
+    assert opened["detail"]["start"] == sequences[1] - 1
     assert audit["principal"] == "party1"
     assert audit["count"] == 4
     assert audit["first_sequence"] == sequences[1]
