@@ -100,8 +100,8 @@ def check_statement(sql: str) -> None:
     kind = statements[0].type
     if kind not in _READ_ONLY_STATEMENTS:
         raise QueryRejected(
-            f"Only read-only SELECT queries may run here, not a {kind.name} statement. "
-            "The views 'events' and 'audit' can be read, not changed."
+            f"Only read-only SELECT queries may run here; this statement is of type "
+            f"{kind.name}. The views 'events' and 'audit' can be read, not changed."
         )
 
 
