@@ -9,7 +9,7 @@ exceptions in `eventlog.errors`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -25,7 +25,8 @@ class EventRecord:
     `event` is the JSON the readers receive, `sequence` and `recordedtime`
     included. `key` is a 63-bit hash of (source, id) for the duplicate check,
     and `digest` a hash of the canonical event that tells identical from
-    conflicting duplicates.
+    conflicting duplicates. `attributes` holds the context attributes as
+    canonical strings, for filters; empty means "derive them from `fields`".
     """
 
     sequence: int
@@ -35,6 +36,7 @@ class EventRecord:
     key: int
     digest: bytes
     event: bytes
+    attributes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

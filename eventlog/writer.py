@@ -10,7 +10,6 @@ that appends, sequences are committed in order and a reader paging with
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
 import threading
@@ -21,8 +20,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from eventlog.errors import (
     AttributeProblem,
     DuplicateConflict,
@@ -30,8 +27,11 @@ from eventlog.errors import (
     InvalidEvent,
     LogUnavailable,
 )
-from eventlog.event import CORE_ATTRIBUTES, DATA_MEMBERS, Event, attribute_strings
+from eventlog.event import CORE_ATTRIBUTES, Event, event_key
 from eventlog.storage import AuditRecord, EventRecord, Storage
+
+# `event_key` moved to eventlog.event and stays importable from here.
+__all__ = ["AppendRequest", "Appended", "CommitCallback", "Writer", "event_key", "format_time"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +84,6 @@ QueueItem = AppendRequest | AuditRecord | WriterJob
 # (in sequence order), every request of the group with its outcome set, and
 # the seconds the group took to commit.
 CommitCallback = Callable[[list[EventRecord], list[AppendRequest], float], None]
-
-
-def event_key(source: str, id: str) -> int:
-    """Return the 63-bit hash of (source, id) that indexes the duplicate check."""
-    digest = hashlib.blake2b(f"{source}\x00{id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") >> 1
 
 
 def format_time(moment: datetime) -> str:
@@ -231,7 +225,7 @@ class Writer:
         self._on_commit(records, group, seconds)
 
     def _assign(self, group: list[AppendRequest]) -> list[EventRecord]:
-        keys = [event_key(e.source, e.id) for request in group for e in request.events]
+        keys = [event.key for request in group for event in request.events]
         stored = {
             (found.source, found.id): (found.sequence, found.digest)
             for found in self._storage.find(keys)
@@ -361,21 +355,24 @@ def _publish_audit(group: list[AppendRequest]) -> list[AuditRecord]:
 def _record(
     event: Event, sequence: int, recordedtime: datetime, stamp: str, digest: bytes
 ) -> EventRecord:
-    fields = event.fields
-    delivered = dict(fields)
-    delivered["sequence"] = str(sequence)
-    delivered["recordedtime"] = stamp
-    extensions = {
-        name: value
-        for name, value in attribute_strings(fields).items()
-        if name not in CORE_ATTRIBUTES and name not in DATA_MEMBERS
-    }
+    # The delivered JSON is the canonical encoding with the log's two
+    # attributes spliced in before its closing brace: the event is not
+    # encoded again. Sequence and time need no JSON escaping.
+    delivered = b'%s,"sequence":"%d","recordedtime":"%s"}' % (
+        event.canonical[:-1],
+        sequence,
+        stamp.encode(),
+    )
+    attributes = event.attributes()
     return EventRecord(
         sequence=sequence,
         recordedtime=recordedtime,
-        fields=fields,
-        extensions=extensions,
-        key=event_key(event.source, event.id),
+        fields=event.fields,
+        extensions={
+            name: value for name, value in attributes.items() if name not in CORE_ATTRIBUTES
+        },
+        key=event.key,
         digest=digest,
-        event=orjson.dumps(delivered),
+        event=delivered,
+        attributes=attributes,
     )
