@@ -212,7 +212,7 @@ class DuckDBStorage:
         try:
             connection.begin()
             if records:
-                connection.register("appended_events", _to_arrow(records))
+                connection.register("appended_events", events_table(records))
                 connection.execute(
                     f"INSERT INTO events ({_COLUMNS}) SELECT * FROM appended_events"
                 )
@@ -226,6 +226,25 @@ class DuckDBStorage:
             _rollback(connection)
             raise LogUnavailable(
                 f"Cannot commit {len(records)} events to {self.path!r}: {error}"
+            ) from error
+
+    def append_table(self, table: pa.Table) -> None:
+        """Append events from an Arrow table shaped as `events_table` builds it, in one transaction.
+
+        For bulk loads that build their tables elsewhere, such as in other
+        processes; the caller assigns dense sequences after the current head.
+        """
+        connection = self._connection()
+        try:
+            connection.begin()
+            connection.register("appended_events", table)
+            connection.execute(f"INSERT INTO events ({_COLUMNS}) SELECT * FROM appended_events")
+            connection.unregister("appended_events")
+            connection.commit()
+        except duckdb.Error as error:
+            _rollback(connection)
+            raise LogUnavailable(
+                f"Cannot commit {table.num_rows} events to {self.path!r}: {error}"
             ) from error
 
     def read_audit(self, query: AuditQuery) -> list[StoredAudit]:
@@ -498,29 +517,53 @@ def _rollback(connection: duckdb.DuckDBPyConnection) -> None:
         logger.warning("Cannot unregister the views of a failed append: %s", error)
 
 
-def _to_arrow(records: Sequence[EventRecord]) -> pa.Table:
-    def column(name: str) -> list[Any]:
-        return [record.fields.get(name) for record in records]
+def events_table(records: Sequence[EventRecord]) -> pa.Table:
+    """Return the records as an Arrow table in the column order of the events table."""
 
-    columns = [
-        [record.sequence for record in records],
-        [record.recordedtime for record in records],
-        column("id"),
-        column("source"),
-        column("specversion"),
-        column("type"),
-        column("subject"),
-        column("time"),
-        column("datacontenttype"),
-        column("dataschema"),
-        [list(record.extensions.items()) for record in records],
-        [record.key for record in records],
-        [record.digest for record in records],
-        [record.event for record in records],
-    ]
+    def column(name: str) -> pa.Array:
+        return pa.array([record.fields.get(name) for record in records], pa.string())
+
     return pa.Table.from_arrays(
-        [pa.array(values, type=field.type) for values, field in zip(columns, _ARROW_SCHEMA)],
+        [
+            pa.array([record.sequence for record in records], pa.int64()),
+            _recorded_times(records),
+            column("id"),
+            column("source"),
+            column("specversion"),
+            column("type"),
+            column("subject"),
+            column("time"),
+            column("datacontenttype"),
+            column("dataschema"),
+            _extensions(records),
+            pa.array([record.key for record in records], pa.int64()),
+            pa.array([record.digest for record in records], pa.binary()),
+            pa.array([record.event for record in records], pa.string()),
+        ],
         schema=_ARROW_SCHEMA,
+    )
+
+
+def _recorded_times(records: Sequence[EventRecord]) -> pa.Array:
+    time_type = _ARROW_SCHEMA.field("recordedtime").type
+    # The writer stamps a whole group with one time object: convert it once.
+    if records and all(record.recordedtime is records[0].recordedtime for record in records):
+        return pa.repeat(pa.scalar(records[0].recordedtime, time_type), len(records))
+    return pa.array([record.recordedtime for record in records], time_type)
+
+
+def _extensions(records: Sequence[EventRecord]) -> pa.Array:
+    # Flat key and value columns with offsets convert about twice as fast as
+    # a list of (key, value) lists per record (benchmarks/, 2-core machine).
+    offsets = [0]
+    names: list[str] = []
+    values: list[str] = []
+    for record in records:
+        names.extend(record.extensions)
+        values.extend(record.extensions.values())
+        offsets.append(len(names))
+    return pa.MapArray.from_arrays(
+        pa.array(offsets, pa.int32()), pa.array(names, pa.string()), pa.array(values, pa.string())
     )
 
 
