@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SECONDS_PER_DAY = 86_400
-# The longest wait between two checks of the age limit, and the shortest.
+# Maximum and minimum seconds between two checks of the age limit.
 MAX_CHECK_SECONDS = 60.0
 MIN_CHECK_SECONDS = 1.0
 # With an event limit, trimming waits until this many events are over it,
