@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -77,7 +76,7 @@ async def run_retention(log: EventLog, policy: RetentionPolicy) -> None:
         "all" if policy.days is None else f"{policy.days:g}",
         "all" if policy.events is None else policy.events,
     )
-    while not log.closed:
+    while not log.stopping:
         try:
             target = await trim_target(log, policy)
             if target >= log.earliest:
@@ -112,8 +111,6 @@ async def _wait_for_work(log: EventLog, policy: RetentionPolicy, timeout: float 
     else:
         # Wake when the head passes the event limit by a whole batch.
         threshold = log.earliest - 1 + policy.events + policy.batch - 1
-    started = time.monotonic()
-    if await log.wait_for_head(threshold, timeout):
-        return True
-    # wait_for_head also returns False, before the timeout, once the log shuts down.
-    return timeout is not None and time.monotonic() - started >= timeout
+    await log.wait_for_head(threshold, timeout)
+    # wait_for_head returns at once while the log shuts down, so stop here.
+    return not log.stopping
