@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ import orjson
 import pyarrow as pa
 
 from eventlog.archive import ARCHIVE_COLUMNS, ARCHIVE_SCHEMA
-from eventlog.errors import LogUnavailable, TokenExists
+from eventlog.errors import LogUnavailable, StorageInvalidated, TokenExists
 from eventlog.filters import Matcher
 from eventlog.storage import (
     AuditQuery,
@@ -135,6 +136,12 @@ _ARROW_SCHEMA = pa.schema(
 
 _COLUMNS = ", ".join(_ARROW_SCHEMA.names)
 
+# How long `reopen` waits for the queries that are running to end.
+_REOPEN_WAIT_SECONDS = 10.0
+# The write-ahead log size that triggers an automatic checkpoint after a
+# reopen: large enough that none happens before `checkpoint` succeeds.
+_DEFERRED_THRESHOLD = "1TB"
+
 # Filtered scans examine windows of sequences that grow from the first size
 # to the last, and stop after the total; the caller continues from
 # `scanned_to`. The window keeps each read transaction short.
@@ -153,22 +160,27 @@ class DuckDBStorage:
         another process, a server for instance, has it open.
         """
         self.path = str(path)
-        try:
-            self._database = duckdb.connect(self.path, read_only=read_only)
-            if not read_only:
-                self._database.execute(_SCHEMA)
-        except duckdb.Error as error:
-            raise LogUnavailable(
-                f"Cannot open the event database {self.path!r}: {error}. Check that no other "
-                "process has it open and that the folder is writable."
-            ) from error
+        self._read_only = read_only
+        self._database = self._open(read_only)
         self._local = threading.local()
+        # Guards the root connection, `_connections` and `_generation`:
+        # DuckDB rejects a call on a connection that another thread is using.
         self._lock = threading.Lock()
         self._connections: list[duckdb.DuckDBPyConnection] = []
+        # Counts the reopens; a thread's cursor from an earlier one is closed.
+        self._generation = 0
+        self._reopening = False
+        self._checkpoints_deferred = False
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
-        connection: duckdb.DuckDBPyConnection | None = getattr(self._local, "connection", None)
-        if connection is None:
+        if self._reopening:
+            raise LogUnavailable(f"The event database {self.path!r} is being reopened; retry.")
+        current: tuple[int, duckdb.DuckDBPyConnection] | None = getattr(
+            self._local, "connection", None
+        )
+        if current is not None and current[0] == self._generation:
+            return current[1]
+        with self._lock:
             try:
                 connection = self._database.cursor()
             except duckdb.Error as error:
@@ -176,10 +188,21 @@ class DuckDBStorage:
                     f"Cannot connect to the event database {self.path!r}: {error}. "
                     "The store is closed; open it again."
                 ) from error
-            self._local.connection = connection
-            with self._lock:
-                self._connections.append(connection)
+            self._local.connection = (self._generation, connection)
+            self._connections.append(connection)
         return connection
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        try:
+            database = duckdb.connect(self.path, read_only=read_only)
+            if not read_only:
+                database.execute(_SCHEMA)
+        except duckdb.Error as error:
+            raise LogUnavailable(
+                f"Cannot open the event database {self.path!r}: {error}. Check that no other "
+                "process has it open and that the folder is writable."
+            ) from error
+        return database
 
     def bounds(self) -> LogBounds:
         row = self._query_one(
@@ -224,8 +247,9 @@ class DuckDBStorage:
         # integer that does not fit its column.
         except (duckdb.Error, pa.ArrowException, OverflowError) as error:
             _rollback(connection)
-            raise LogUnavailable(
-                f"Cannot commit {len(records)} events to {self.path!r}: {error}"
+            raise _unavailable(
+                f"Cannot commit {len(records)} events to {self.path!r}: {error}",
+                error,
             ) from error
 
     def append_table(self, table: pa.Table) -> None:
@@ -243,8 +267,9 @@ class DuckDBStorage:
             connection.commit()
         except duckdb.Error as error:
             _rollback(connection)
-            raise LogUnavailable(
-                f"Cannot commit {table.num_rows} events to {self.path!r}: {error}"
+            raise _unavailable(
+                f"Cannot commit {table.num_rows} events to {self.path!r}: {error}",
+                error,
             ) from error
 
     def read_audit(self, query: AuditQuery) -> list[StoredAudit]:
@@ -286,7 +311,7 @@ class DuckDBStorage:
             raise TokenExists(token.name) from error
         except duckdb.Error as error:
             _rollback(connection)
-            raise LogUnavailable(f"Cannot store the token {token.name!r}: {error}") from error
+            raise _unavailable(f"Cannot store the token {token.name!r}: {error}", error) from error
 
     def delete_token(self, name: str, audit: AuditRecord) -> bool:
         connection = self._connection()
@@ -300,7 +325,7 @@ class DuckDBStorage:
             connection.commit()
         except duckdb.Error as error:
             _rollback(connection)
-            raise LogUnavailable(f"Cannot revoke the token {name!r}: {error}") from error
+            raise _unavailable(f"Cannot revoke the token {name!r}: {error}", error) from error
         return bool(deleted)
 
     @staticmethod
@@ -373,18 +398,19 @@ class DuckDBStorage:
         # A connection of its own, because the reader may be consumed on
         # another thread while this one goes on to other queries.
         try:
-            connection = self._database.cursor()
+            with self._lock:
+                connection = self._database.cursor()
             relation = connection.sql(sql, params=parameters)
             reader: pa.RecordBatchReader = relation.to_arrow_reader(_ARROW_BATCH_ROWS)
         except duckdb.Error as error:
-            raise LogUnavailable(f"Cannot read from {self.path!r}: {error}") from error
+            raise _unavailable(f"Cannot read from {self.path!r}: {error}", error) from error
 
         def batches() -> Iterator[pa.RecordBatch]:
             try:
                 for batch in reader:
                     yield batch.cast(schema)
             except duckdb.Error as error:
-                raise LogUnavailable(f"Cannot read from {self.path!r}: {error}") from error
+                raise _unavailable(f"Cannot read from {self.path!r}: {error}", error) from error
             finally:
                 connection.close()
 
@@ -407,8 +433,9 @@ class DuckDBStorage:
             connection.commit()
         except duckdb.Error as error:
             _rollback(connection)
-            raise LogUnavailable(
-                f"Cannot delete the events up to {sequence} from {self.path!r}: {error}"
+            raise _unavailable(
+                f"Cannot delete the events up to {sequence} from {self.path!r}: {error}",
+                error,
             ) from error
         result: datetime = recordedtime
         return result
@@ -470,14 +497,62 @@ class DuckDBStorage:
             connection.commit()
         except duckdb.Error as error:
             _rollback(connection)
-            raise LogUnavailable(f"{failure} in {self.path!r}: {error}") from error
+            raise _unavailable(f"{failure} in {self.path!r}: {error}", error) from error
         return rows
 
     def checkpoint(self) -> None:
         try:
-            self._connection().execute("CHECKPOINT")
-        except (duckdb.Error, LogUnavailable) as error:
-            logger.warning("Checkpoint of %s failed: %s", self.path, error)
+            connection = self._connection()
+            connection.execute("CHECKPOINT")
+            if self._checkpoints_deferred:
+                connection.execute("RESET GLOBAL checkpoint_threshold")
+                self._checkpoints_deferred = False
+                logger.info("Checkpointed %s; automatic checkpoints are back on", self.path)
+        except duckdb.Error as error:
+            raise _unavailable(f"Cannot checkpoint {self.path!r}: {error}", error) from error
+
+    def reopen(self) -> None:
+        # Closing the root connection closes every cursor made from it, and
+        # only then does DuckDB drop the invalidated database instance: while
+        # one is open, `connect` returns that instance again. The close fails
+        # while another thread runs a query, so it is retried until the
+        # queries already running end; new ones fail at once meanwhile.
+        self._reopening = True
+        try:
+            with self._lock:
+                self._close_root()
+                self._database = self._open(self._read_only)
+                self._connections = []
+                self._generation += 1
+                self._defer_checkpoints()
+        finally:
+            self._reopening = False
+        logger.info("Reopened the event database %s", self.path)
+
+    def _defer_checkpoints(self) -> None:
+        # The fatal errors seen are failed checkpoints on a full disk. An
+        # automatic one after the next commit would most likely fail the same
+        # way, and each costs a reopen that replays the whole write-ahead log.
+        # So checkpoints wait for `checkpoint` until one succeeds.
+        try:
+            self._database.execute(f"SET GLOBAL checkpoint_threshold = '{_DEFERRED_THRESHOLD}'")
+        except duckdb.Error as error:
+            raise _unavailable(f"Cannot configure {self.path!r}: {error}", error) from error
+        self._checkpoints_deferred = True
+
+    def _close_root(self) -> None:
+        deadline = time.monotonic() + _REOPEN_WAIT_SECONDS
+        while True:
+            try:
+                self._database.close()
+                return
+            except duckdb.Error as error:
+                if time.monotonic() > deadline:
+                    raise LogUnavailable(
+                        f"Cannot reopen {self.path!r}: its connections stayed busy for "
+                        f"{_REOPEN_WAIT_SECONDS} s ({error})."
+                    ) from error
+            time.sleep(0.001)
 
     def close(self) -> None:
         with self._lock:
@@ -490,11 +565,18 @@ class DuckDBStorage:
         try:
             return self._connection().execute(sql, parameters).fetchall()
         except duckdb.Error as error:
-            raise LogUnavailable(f"Cannot read from {self.path!r}: {error}") from error
+            raise _unavailable(f"Cannot read from {self.path!r}: {error}", error) from error
 
     def _query_one(self, sql: str, parameters: list[Any] | None = None) -> tuple[Any, ...] | None:
         rows = self._query(sql, parameters)
         return rows[0] if rows else None
+
+
+def _unavailable(message: str, error: Exception) -> LogUnavailable:
+    """Translate a driver error; a fatal one invalidates the database until it is reopened."""
+    if isinstance(error, duckdb.FatalException):
+        return StorageInvalidated(message)
+    return LogUnavailable(message)
 
 
 def _stored(rows: list[tuple[Any, ...]]) -> list[StoredEvent]:

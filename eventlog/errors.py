@@ -73,12 +73,24 @@ class DuplicateConflict(EventLogError):
 class LogUnavailable(EventLogError):
     """The log cannot commit right now: the disk is full, it is failing, or the log is closing.
 
-    Nothing of the failed request was written. The request may be retried.
+    Nothing of the failed request was written, unless `maybe_written` is
+    true. Then the log could not find out, and a retry with the same events
+    shows it, because events already written get their original sequences.
     """
 
-    def __init__(self, message: str, retry_after: int = 5) -> None:
+    def __init__(self, message: str, retry_after: int = 5, maybe_written: bool = False) -> None:
         self.retry_after = retry_after
+        self.maybe_written = maybe_written
         super().__init__(message)
+
+
+class StorageInvalidated(LogUnavailable):
+    """The storage cannot be used until it is reopened, after a fatal error such as a full disk.
+
+    The operation that raised it may have been stored anyway, as when a
+    commit succeeded but the checkpoint that followed it failed. The writer
+    reopens the storage and reads the head back to learn which.
+    """
 
 
 class CursorExpired(EventLogError):

@@ -3,7 +3,8 @@
 The log calls a backend from two kinds of threads: the single writer thread
 calls `find` and `append`, and reader threads call the read methods. A
 backend gives each thread its own connection. Backends raise only the
-exceptions in `eventlog.errors`.
+exceptions in `eventlog.errors`: `LogUnavailable` when an operation fails,
+and its subclass `StorageInvalidated` when the store needs `reopen` first.
 """
 
 from __future__ import annotations
@@ -240,7 +241,20 @@ class Storage(Protocol):
         ...
 
     def checkpoint(self) -> None:
-        """Fold the write-ahead log into the main file; called by the writer when idle."""
+        """Fold the write-ahead log into the main file; called by the writer when idle.
+
+        Raises `LogUnavailable` when the checkpoint fails, and its subclass
+        `StorageInvalidated` when the store must be reopened before its next use.
+        """
+        ...
+
+    def reopen(self) -> None:
+        """Close every connection and open the store again, after `StorageInvalidated`.
+
+        Only the writer thread calls this. Reads on other threads that run
+        meanwhile fail with `LogUnavailable`. Raises `LogUnavailable` when
+        the store cannot be opened.
+        """
         ...
 
     def close(self) -> None:

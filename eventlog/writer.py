@@ -26,6 +26,7 @@ from eventlog.errors import (
     EventLogError,
     InvalidEvent,
     LogUnavailable,
+    StorageInvalidated,
 )
 from eventlog.event import CORE_ATTRIBUTES, Event, event_key
 from eventlog.storage import AuditRecord, EventRecord, Storage
@@ -37,6 +38,13 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_GROUP_EVENTS = 10_000
 IDLE_CHECKPOINT_SECONDS = 5.0
+# While a failure leaves the storage invalidated or its head unknown, an idle
+# writer tries to recover this often, so that reads from storage work again
+# before the next publish.
+RECOVERY_SECONDS = 1.0
+# After a failed checkpoint, a busy writer tries again this often, between
+# groups; an idle one tries after IDLE_CHECKPOINT_SECONDS as always.
+CHECKPOINT_RETRY_SECONDS = 10.0
 
 # An audit record of a publish names at most this many distinct sources.
 _AUDITED_SOURCES = 20
@@ -109,6 +117,14 @@ class Writer:
         self._max_group_events = max_group_events
         self._queue: queue.SimpleQueue[QueueItem | None] = queue.SimpleQueue()
         self._closing = False
+        # After a failure: whether the storage must be reopened, and whether
+        # its head may differ from `_head`, with the records of the failed
+        # append that may have been committed.
+        self._reopen_needed = False
+        self._in_doubt = False
+        self._unconfirmed: list[EventRecord] = []
+        # When a busy writer next tries a checkpoint; None while none failed.
+        self._checkpoint_retry_at: float | None = None
         self._thread = threading.Thread(target=self._run, name="eventlog-writer", daemon=True)
 
     def start(self) -> None:
@@ -151,25 +167,110 @@ class Writer:
         dirty = False
         while True:
             try:
-                first = self._queue.get(timeout=IDLE_CHECKPOINT_SECONDS if dirty else None)
+                first = self._queue.get(timeout=self._idle_timeout(dirty))
             except queue.Empty:
-                self._storage.checkpoint()
-                dirty = False
+                if self._in_doubt:
+                    self._recover_and_deliver()
+                else:
+                    self._checkpoint()
+                    dirty = False
                 continue
             if first is None:
                 break
             dirty = True
             if isinstance(first, WriterJob):
-                _run_job(first)
+                self._run_job(first)
                 continue
             group, stop, job = self._drain(first)
             self._commit_group(group)
+            retry_at = self._checkpoint_retry_at
+            if retry_at is not None and time.monotonic() >= retry_at:
+                self._checkpoint()
             if job is not None:
-                _run_job(job)
+                self._run_job(job)
             if stop:
                 break
-        self._storage.checkpoint()
+        if not self._in_doubt:
+            self._checkpoint()
         self._cancel_queued_jobs()
+
+    def _idle_timeout(self, dirty: bool) -> float | None:
+        if self._in_doubt:
+            return RECOVERY_SECONDS
+        return IDLE_CHECKPOINT_SECONDS if dirty else None
+
+    def _checkpoint(self) -> None:
+        try:
+            self._storage.checkpoint()
+        except LogUnavailable as error:
+            logger.warning("Checkpoint failed: %s", error)
+            self._note_failure(error)
+            self._checkpoint_retry_at = time.monotonic() + CHECKPOINT_RETRY_SECONDS
+            self._recover_and_deliver()
+            return
+        self._checkpoint_retry_at = None
+
+    def _run_job(self, job: WriterJob) -> None:
+        _run_job(job)
+        if not job.result.cancelled() and isinstance(job.result.exception(), StorageInvalidated):
+            self._note_failure(job.result.exception())
+            self._recover_and_deliver()
+
+    def _note_failure(self, error: BaseException | None) -> None:
+        if isinstance(error, StorageInvalidated):
+            self._reopen_needed = True
+            self._in_doubt = True
+            if self._checkpoint_retry_at is None:
+                self._checkpoint_retry_at = time.monotonic() + CHECKPOINT_RETRY_SECONDS
+
+    def _recover(self) -> list[EventRecord]:
+        """Reopen the storage if it must be, settle its head, and return what it committed unseen.
+
+        After a failed append the writer cannot tell whether the commit
+        happened: DuckDB 2.0 reports a commit whose automatic checkpoint
+        failed on a full disk as a fatal error, although the commit is
+        durable. The head that the storage reports settles it, and the
+        records of the failed append that it contains are returned. Raises
+        `LogUnavailable` while the storage cannot be reopened or read, or
+        when its head is one that neither outcome explains.
+        """
+        if self._reopen_needed:
+            self._storage.reopen()
+            self._reopen_needed = False
+        head = self._storage.bounds().head
+        unconfirmed = self._unconfirmed
+        if head == self._head:
+            committed = []
+        elif unconfirmed and head == unconfirmed[-1].sequence == self._head + len(unconfirmed):
+            committed = unconfirmed
+            logger.warning(
+                "The append of sequences %d to %d reported an error but was committed",
+                unconfirmed[0].sequence,
+                head,
+            )
+        else:
+            raise LogUnavailable(
+                f"The storage's head is {head}, but the writer's is {self._head} with "
+                f"{len(unconfirmed)} events in doubt; restart the server to read the log again.",
+                maybe_written=True,
+            )
+        self._unconfirmed = []
+        self._in_doubt = False
+        if committed:
+            self._head = head
+            self._last_recordedtime = max(self._last_recordedtime, committed[-1].recordedtime)
+        return committed
+
+    def _recover_and_deliver(self) -> bool:
+        """Try `_recover`, announce what it found committed, and return whether it succeeded."""
+        try:
+            committed = self._recover()
+        except LogUnavailable as error:
+            logger.error("Cannot recover the storage after a failure: %s", error)
+            return False
+        if committed:
+            self._on_commit(committed, [], 0.0)
+        return True
 
     def _cancel_queued_jobs(self) -> None:
         # A job queued while `close` ran, after the stop marker, never runs.
@@ -201,11 +302,21 @@ class Writer:
         return group, False, None
 
     def _commit_group(self, items: list[AppendRequest | AuditRecord]) -> None:
+        group = [item for item in items if isinstance(item, AppendRequest)]
+        audit = [item for item in items if isinstance(item, AuditRecord)]
+        if self._in_doubt and not self._recover_and_deliver():
+            # Sequences cannot be assigned while the storage's head is unknown.
+            unavailable = LogUnavailable(
+                "The log cannot reach its storage after a failure; see the server log."
+            )
+            self._fail_group(group, self._head, unavailable)
+            self._on_commit([], group, 0.0)
+            return
+
         started = time.perf_counter()
         previous_head = self._head
         previous_time = self._last_recordedtime
-        group = [item for item in items if isinstance(item, AppendRequest)]
-        audit = [item for item in items if isinstance(item, AuditRecord)]
+        records: list[EventRecord] = []
         try:
             records = self._assign(group)
             audit.extend(_publish_audit(group))
@@ -215,14 +326,45 @@ class Writer:
                 logger.exception("Unexpected failure while appending a group")
             self._head = previous_head
             self._last_recordedtime = previous_time
-            self._fail_group(group, previous_head, error)
-            self._on_commit([], group, 0.0)
-            return
+            failure = self._settle_failure(error, records)
+            if failure is not None:
+                self._fail_group(group, previous_head, failure)
+                self._on_commit([], group, 0.0)
+                return
         seconds = time.perf_counter() - started
         logger.debug(
             "Committed %d events in %d requests in %.1f ms", len(records), len(group), seconds * 1000
         )
         self._on_commit(records, group, seconds)
+
+    def _settle_failure(self, error: Exception, records: list[EventRecord]) -> Exception | None:
+        """Find out whether the append of `records` that raised `error` committed; None if it did.
+
+        Otherwise return the error for the group's requests: `error` itself
+        when the storage shows that nothing was committed, or a
+        `LogUnavailable` with `maybe_written` set when the storage cannot
+        tell.
+        """
+        self._note_failure(error)
+        if not records and not self._in_doubt:
+            return error
+        self._in_doubt = True
+        self._unconfirmed = records
+        try:
+            committed = self._recover()
+        except LogUnavailable as check_error:
+            logger.error(
+                "Cannot tell whether %d events from sequence %d were committed, so no new "
+                "sequences are assigned until the storage answers: %s",
+                len(records),
+                self._head + 1,
+                check_error,
+            )
+            return LogUnavailable(
+                f"{error} The log cannot tell whether the events were written.",
+                maybe_written=True,
+            )
+        return None if committed else error
 
     def _assign(self, group: list[AppendRequest]) -> list[EventRecord]:
         keys = [event.key for request in group for event in request.events]

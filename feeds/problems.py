@@ -111,11 +111,16 @@ def to_problem(error: Exception) -> Problem:
             sequence=error.sequence,
         )
     if isinstance(error, LogUnavailable):
+        outcome = (
+            "Retry with the same events: those already written get their original sequences."
+            if error.maybe_written
+            else "Nothing from this request was written; retry later."
+        )
         return Problem(
             503,
             "log-unavailable",
             "Log unavailable",
-            f"{error} Nothing from this request was written; retry later.",
+            f"{error} {outcome}",
             headers={"Retry-After": str(error.retry_after)},
         )
     if isinstance(error, CursorExpired):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -296,6 +297,26 @@ class TestStorageContract:
         assert [e.event for e in found[:12]] == [r.event for r in records]
         assert len(keys) == 12
         assert [a.record.action for a in audited] == ["publish"]
+
+    def test_reopen_in_place(self, store: Storage) -> None:
+        records = make_records(8)
+        store.append(records[:5], [audit("publish")])
+        # One reader thread, whose connection dates from before the reopen.
+        with ThreadPoolExecutor(1) as reader:
+
+            def scan() -> list[StoredEvent]:
+                return scan_all(store, 0, store.bounds().head, Filter(), 100)
+
+            before = reader.submit(scan).result()
+            store.reopen()
+            store.append(records[5:])
+            store.checkpoint()
+            after = reader.submit(scan).result()
+
+        assert store.bounds().head == 8
+        assert [e.event for e in before] == [r.event for r in records[:5]]
+        assert [e.event for e in after] == [r.event for r in records]
+        assert [a.record.action for a in store.read_audit(AuditQuery())] == ["publish"]
 
     def test_failed_append_leaves_nothing(self, store: Storage) -> None:
         store.append(make_records(3))
