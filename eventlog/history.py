@@ -10,11 +10,15 @@ views and nothing else:
 - `audit`: the audit trail.
 
 The views read Arrow data that this process hands to DuckDB: the archive's
-Parquet files through pyarrow, the live events and the audit trail through
-short reads of the log's database. The query database then disables
+Parquet files through pyarrow datasets, the live events and the audit trail
+through short reads of the log's database. The query database then disables
 external access and locks its configuration, so the SQL itself can open no
 file, reach no network, and load no extension. It also runs under a time
 limit and returns at most a capped number of rows.
+
+The archive is not a view over `read_parquet`: with DuckDB 2.0.1 such a view
+fails once external access is off, and `allowed_directories`, which would
+let it work, would let the user's SQL read that folder too.
 
 >>> result = run_query(storage, archive, "SELECT count(*) AS n FROM events", head=42)
 >>> result.table.to_pylist()

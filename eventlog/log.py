@@ -430,6 +430,8 @@ class EventLog:
         reading them needs no lock.
         """
         assert self.archive is not None
+        # A step that failed halfway may have completed some files.
+        self._archived_through = max(self._archived_through, self.archive.archived_through())
         if last > self._archived_through:
             start = max(first - 1, self._archived_through)
             self.archive.write(self.storage.read_events_arrow(start, last))

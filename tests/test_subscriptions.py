@@ -566,7 +566,16 @@ def test_subscription_ownership(auth_server: Server) -> None:
             anonymous = httpx.get(f"{auth_server.url}/subscriptions/alices")
             replaced_by_admin = admin.put("/subscriptions/alices", json={"start": "now"})
             audit = admin.get("/audit", params={"action": "subscription.create"}).json()
-            denied = admin.get("/audit", params={"principal": "bob"}).json()
+
+            def denials() -> list[dict[str, Any]]:
+                records: list[dict[str, Any]] = admin.get(
+                    "/audit", params={"principal": "bob"}
+                ).json()
+                return records
+
+            # Denials are audited with the next commit, shortly after the response.
+            wait_for(lambda: len(denials()) == len(refusals))
+            denied = denials()
 
     assert [event["subject"] for event in own_page.json()] == ["/party/1"] * 3
     assert sequences_of(own_page) == sequences[1::2]
