@@ -3,7 +3,7 @@
 uvicorn stops accepting connections on SIGTERM and then waits for open
 requests to finish before it runs the application's lifespan shutdown. Held
 long-polls and streams would keep it waiting, so the application watches
-uvicorn's exit flag and tells the log to answer them at once.
+uvicorn's exit flag and calls `EventLog.begin_shutdown`, which ends them.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ async def watch_for_exit(log: EventLog) -> None:
     while not log.stopping:
         server = _uvicorn_server()
         if server is not None and server.should_exit:
-            logger.info("Shutting down: answering held reads and ending streams")
+            logger.info("Shutting down: returning held reads and ending streams")
             log.begin_shutdown()
             return
         await asyncio.sleep(CHECK_INTERVAL_SECONDS)

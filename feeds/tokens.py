@@ -37,7 +37,7 @@ class InvalidTokenName(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class IssuedToken:
-    """A token as its creator sees it, once: the name, the secret and the grants."""
+    """A new token as its creator receives it, once: the name, the secret and the grants."""
 
     name: str
     token: str
