@@ -283,7 +283,7 @@ def _export_from_server(server: Server, params: dict[str, str], write: WriteBatc
                         write(batch)
                         count += batch.num_rows
                         advance(batch.num_rows)
-                except (httpx.TransportError, pa.ArrowException) as error:
+                except (httpx.TransportError, pa.ArrowException, OSError) as error:
                     raise ServerUnavailable(
                         f"The export from {server.url} ended early ({error}); the output "
                         "file is not written. Run the command again."
@@ -395,15 +395,22 @@ class _ResponseFile(io.RawIOBase):
         return True
 
     def readinto(self, target: Any) -> int:
-        while not self._buffer:
-            try:
-                self._buffer = next(self._chunks)
-            except StopIteration:
-                return 0
-        size = min(len(target), len(self._buffer))
-        target[:size] = self._buffer[:size]
-        self._buffer = self._buffer[size:]
-        return size
+        # pyarrow takes a short read for the end of the stream, so fill `target`
+        # completely unless the response ends first.
+        view = memoryview(target).cast("B")
+        filled = 0
+        while filled < len(view):
+            if not self._buffer:
+                try:
+                    self._buffer = next(self._chunks)
+                except StopIteration:
+                    break
+                continue
+            size = min(len(view) - filled, len(self._buffer))
+            view[filled : filled + size] = self._buffer[:size]
+            self._buffer = self._buffer[size:]
+            filled += size
+        return filled
 
 
 def _parse_time(text: str | None, option: str) -> datetime | None:

@@ -290,14 +290,17 @@ def run_cli(*arguments: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_query_and_export(tmp_path: Path) -> None:
-    server = Server(tmp_path / "data", EVENTLOG_NO_AUTH="0", EVENTLOG_RETAIN_EVENTS="20")
+    # Enough events that an export spans many chunks of the HTTP response.
+    total = 2_000
+    server = Server(tmp_path / "data", EVENTLOG_NO_AUTH="0", EVENTLOG_RETAIN_EVENTS="200")
     server.start()
     location = ["--url", server.url, "--data-dir", str(server.data_dir)]
     try:
         token = (server.data_dir / "admin.token").read_text().strip()
         headers = {"Authorization": f"Bearer {token}"}
-        events = [make_event(n) for n in range(EVENTS)]
-        httpx.post(f"{server.url}/events", json=events, headers=headers)
+        for first in range(0, total, 500):
+            events = [make_event(n) for n in range(first, first + 500)]
+            httpx.post(f"{server.url}/events", json=events, headers=headers, timeout=30.0)
         wait_until_trimmed(server.url)
         served_table = run_cli(
             "query", *location, "SELECT type, count(*) AS n FROM events GROUP BY type ORDER BY type"
@@ -315,7 +318,7 @@ def test_cli_query_and_export(tmp_path: Path) -> None:
                 "--after",
                 "10",
                 "--until-sequence",
-                "50",
+                "1510",
                 *location,
             )
             for file_format in ("parquet", "jsonl", "csv")
@@ -341,18 +344,18 @@ def test_cli_query_and_export(tmp_path: Path) -> None:
 
     assert served_table.returncode == 0, served_table.stderr
     assert "order.created" in served_table.stdout
-    assert "│ 40" in served_table.stdout
-    assert orjson.loads(served_json.stdout)["rows"] == [[EVENTS]]
+    assert "│ 1333" in served_table.stdout
+    assert orjson.loads(served_json.stdout)["rows"] == [[total]]
     assert served_csv.stdout.splitlines() == ["sequence", "1", "2"]
     assert rejected.returncode == 1
     assert "DROP" in rejected.stderr
     assert "Traceback" not in rejected.stderr
     for file_format, result in exported.items():
         assert result.returncode == 0, (file_format, result.stderr)
-        assert "Exported 40 events" in result.stderr
+        assert "Exported 1500 events" in result.stderr
     assert direct_json.returncode == 0, direct_json.stderr
     assert "directly" in direct_json.stderr
-    assert orjson.loads(direct_json.stdout)["rows"] == [[EVENTS]]
+    assert orjson.loads(direct_json.stdout)["rows"] == [[total]]
     assert direct_export.returncode == 0, direct_export.stderr
     assert timed.returncode == 0, timed.stderr
 
@@ -362,25 +365,25 @@ def test_cli_query_and_export(tmp_path: Path) -> None:
         f"FROM read_parquet('{tmp_path / 'served.parquet'}')"
     ).fetchall()[0]
     assert served is not None
-    assert served[:4] == (11, 50, 40, sum(range(10, 50)))
+    assert served[:4] == (11, 1510, 1500, sum(range(10, 1510)))
     assert served[4] in ("true", "false")
     lines = duckdb.sql(
         f"SELECT count(*), min(sequence::INT), max(sequence::INT) "
         f"FROM read_json('{tmp_path / 'served.jsonl'}')"
     ).fetchall()[0]
-    assert lines == (40, 11, 50)
+    assert lines == (1500, 11, 1510)
     table = duckdb.sql(
         f"SELECT count(*), min(sequence), max(sequence), any_value(extensions) "
         f"FROM read_csv('{tmp_path / 'served.csv'}')"
     ).fetchall()[0]
     assert table is not None
-    assert table[:3] == (40, 11, 50)
+    assert table[:3] == (1500, 11, 1510)
     assert orjson.loads(table[3]).keys() == {"priority"}
     direct = duckdb.sql(
         f"SELECT count(*), count(DISTINCT sequence), min(sequence), max(sequence) "
         f"FROM read_parquet('{tmp_path / 'direct.parquet'}')"
     ).fetchall()[0]
-    assert direct == (EVENTS, EVENTS, 1, EVENTS)
+    assert direct == (total, total, 1, total)
     first_line = (tmp_path / "timed.jsonl").read_text().splitlines()[0]
     assert orjson.loads(first_line)["id"] == "query-0"
-    assert len((tmp_path / "timed.jsonl").read_text().splitlines()) == EVENTS
+    assert len((tmp_path / "timed.jsonl").read_text().splitlines()) == total
