@@ -10,6 +10,7 @@ and delivered with the log that a fresh read returns. `benchmarks/soak.py` and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -307,7 +308,7 @@ def check_log(
     if sent is None:
         return
     by_id = {event["id"]: event for event in log}
-    sent_ids = set()
+    sent_ids: set[str] = set()
     for request in sent:
         present = [event["id"] in by_id for event in request.events]
         assert all(present) or not any(present), (
@@ -346,20 +347,111 @@ def check_reader(reader: Reader, log: list[dict[str, Any]]) -> None:
 
     The reader started at the beginning, so its sequences must be the whole
     filtered subsequence up to its last one: nothing skipped at a restart,
-    nothing twice. Each event must be the one the log holds now, so a reader
-    never saw an event that a crash then took back.
+    nothing twice. Each event must be the one in the log now, so a reader
+    never saw an event that a crash then took back. Events the reader
+    received past the end of `log`, while clients go on, are checked later.
     """
-    delivered = [int(event["sequence"]) for event in reader.delivered]
-    expected = [s for s in expected_for(reader, log) if s <= reader.last_sequence()]
+    received = [event for event in list(reader.delivered) if int(event["sequence"]) <= len(log)]
+    delivered = [int(event["sequence"]) for event in received]
+    last = delivered[-1] if delivered else 0
+    expected = [sequence for sequence in expected_for(reader, log) if sequence <= last]
     name = f"{type(reader).__name__} of {reader.event_type or 'every type'}"
     assert len(delivered) == len(set(delivered)), f"{name} received an event twice"
     missing = sorted(set(expected) - set(delivered))
     assert not missing, f"{name} skipped {len(missing)} events, first {missing[:5]}"
     assert delivered == expected, f"{name} received events out of order or outside its filter"
-    for event in reader.delivered:
+    for event in received:
         assert event == log[int(event["sequence"]) - 1], (
             f"{name} received an event that differs from the log at {event['sequence']}"
         )
+
+
+@dataclass
+class CrashReport:
+    """What a run of crash cycles did: events acknowledged per cycle, retries, reader progress."""
+
+    per_cycle: list[int]
+    log_events: int
+    retried: int
+    committed_before_crash: int
+    reader_events: list[int]
+    reader_reconnects: int
+
+
+def run_crash_cycles(server: Any, cycles: int, rng: random.Random, clients: int = 4) -> CrashReport:
+    """Publish and read while killing a started `conftest.Server` `cycles` times; check each restart.
+
+    Each cycle waits for a random number of new acknowledgements (1 to 300)
+    and up to 10 ms more, so the kill lands at a random point of a group
+    commit, then sends SIGKILL and restarts the server on the same folder.
+    After each restart the whole log is read and checked against every
+    acknowledgement and every reader's events. At the end the clients stop,
+    the readers catch up with the head, and the log must hold exactly the
+    events of every request sent, each once. The server is left stopped.
+    """
+    publishers = [
+        Publisher(server.url, f"c{n}", random.Random(rng.random())) for n in range(clients)
+    ]
+    readers: list[Reader] = [
+        PageReader(server.url),
+        PageReader(server.url, EVENT_TYPES[0]),
+        StreamReader(server.url),
+        StreamReader(server.url, EVENT_TYPES[1]),
+    ]
+    stop_publishing = threading.Event()
+    stop_reading = threading.Event()
+    threads = start_threads(publishers, stop_publishing) + start_threads(readers, stop_reading)
+    per_cycle: list[int] = []
+    try:
+        for _ in range(cycles):
+            before = acknowledged_count(publishers)
+            wait_for_acknowledgements(publishers, before + rng.randint(1, 300), 60.0)
+            time.sleep(rng.uniform(0, 0.01))
+            server.kill()
+            acknowledged = [r for p in publishers for r in p.acknowledged()]
+            per_cycle.append(acknowledged_count(publishers) - before)
+
+            server.start()
+            # Clients go on while this reads, which the checks allow for.
+            log = read_log(server.url)
+            check_log(log, acknowledged, None)
+            raise_client_errors(readers)
+            for reader in readers:
+                check_reader(reader, log)
+
+        stop_publishing.set()
+        for thread in threads[: len(publishers)]:
+            thread.join(timeout=REQUEST_DEADLINE_SECONDS + 10)
+        raise_client_errors(publishers)
+        assert not any(thread.is_alive() for thread in threads[: len(publishers)]), (
+            "a publisher did not stop"
+        )
+
+        log = read_log(server.url)
+        acknowledged = [r for p in publishers for r in p.acknowledged()]
+        check_log(log, acknowledged, [r for p in publishers for r in p.requests])
+        assert len(log) == sum(len(r.events) for r in acknowledged), (
+            "every request ended acknowledged"
+        )
+        wait_for_readers(readers, log, 60.0)
+        for reader in readers:
+            check_reader(reader, log)
+            assert reader.last_sequence() == (expected_for(reader, log) or [0])[-1]
+    finally:
+        stop_publishing.set()
+        stop_reading.set()
+        server.stop()  # Ends the streams, so that the stream readers return.
+        for thread in threads:
+            thread.join(timeout=REQUEST_DEADLINE_SECONDS + 10)
+    raise_client_errors([*publishers, *readers])
+    return CrashReport(
+        per_cycle=per_cycle,
+        log_events=len(log),
+        retried=sum(p.retried for p in publishers),
+        committed_before_crash=sum(p.committed_before_crash for p in publishers),
+        reader_events=[reader.received for reader in readers],
+        reader_reconnects=sum(reader.reconnects for reader in readers),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,6 +497,7 @@ class SoakResult:
 
     samples: list[ProcessSample]
     heads: list[int]  # the log's head at each sample
+    final_head: int  # once the publishers stopped, -1 when it could not be read
     acknowledged: int
     publishers: list[Publisher]
     readers: list[Reader]
@@ -451,6 +544,7 @@ def run_soak(
     started = time.monotonic()
     pid = server.process.pid
     stop_seconds = 0.0
+    final_head = -1
     try:
         with httpx.Client(base_url=server.url, timeout=30.0) as client:
             while True:
@@ -468,10 +562,13 @@ def run_soak(
         stop.set()
         for thread in threads[:publishers]:
             thread.join(timeout=REQUEST_DEADLINE_SECONDS + 10)
+        with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+            final_head = int(httpx.get(f"{server.url}/health", timeout=30.0).json()["head"])
         stopping = time.monotonic()
         server.stop()
         stop_seconds = time.monotonic() - stopping
         for thread in threads[publishers:]:
             thread.join(timeout=REQUEST_DEADLINE_SECONDS + 10)
     raise_client_errors(clients)
-    return SoakResult(samples, heads, acknowledged_count(writers), writers, readers, stop_seconds)
+    acknowledged = acknowledged_count(writers)
+    return SoakResult(samples, heads, final_head, acknowledged, writers, readers, stop_seconds)
