@@ -139,7 +139,7 @@ def export(
 
     The range is a sequence range (--after, --until-sequence) or a time range
     of recordedtime (--since, --until); without bounds, every event. JSON
-    Lines holds the events as delivered; Parquet and CSV have one column per
+    Lines contains the events as delivered; Parquet and CSV have one column per
     attribute, extensions, and data as JSON text.
 
     \b

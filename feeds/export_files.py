@@ -1,7 +1,7 @@
 """The files that `eventlog export` writes: Parquet, JSON Lines and CSV.
 
 The writers take Arrow batches with the columns of the archive
-(`eventlog.archive.ARCHIVE_SCHEMA`) in sequence order. JSON Lines holds each
+(`eventlog.archive.ARCHIVE_SCHEMA`) in sequence order. JSON Lines contains each
 event as delivered, one per line. Parquet and CSV hold one column per
 attribute: `sequence`, `recordedtime`, the core attributes, `extensions`
 (a map in Parquet, a JSON object in CSV), `data` (JSON text) and

@@ -1,7 +1,7 @@
 """`POST /query` and `GET /export`: history for analysts, over archived and live events (admin).
 
 `POST /query` runs one read-only SQL statement over the views `events` and
-`audit` and answers JSON, CSV or Parquet by `Accept`. `GET /export` streams
+`audit` and responds with JSON, CSV or Parquet by `Accept`. `GET /export` streams
 a range of events as an Arrow IPC stream, in the columns of the archive, for
 `eventlog export`; reading long ranges in parts keeps every read short.
 """
@@ -52,7 +52,7 @@ _EXPORT_PARAMETERS = ("after", "until_sequence", "since", "until")
 
 
 async def run_query(request: Request) -> Response:
-    """Answer the result of one read-only SQL query, at most the row cap, as JSON, CSV or Parquet."""
+    """Respond with the rows of one read-only SQL query, at most the row cap, as JSON, CSV or Parquet."""
     principal = authenticate(request, "query")
     require(request, principal, "admin", "query")
     media_type = _negotiate(request.headers.get("accept"))

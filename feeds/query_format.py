@@ -1,6 +1,6 @@
 """The formats of a query result: JSON, CSV and Parquet.
 
-The server answers `POST /query` in them, and `eventlog query` writes them
+The server responds to `POST /query` in them, and `eventlog query` writes them
 when it reads the database file itself, so both give the same output.
 
 The JSON form is `{"columns": [...], "types": [...], "rows": [[...], ...],
@@ -58,7 +58,7 @@ def render(result: QueryResult, media_type: str) -> bytes:
 def rows(table: pa.Table, types: tuple[str, ...] = ()) -> list[list[Any]]:
     """Return the rows as lists of Python values; maps become dicts.
 
-    A column whose entry in `types` is JSON holds `orjson.Fragment`s, so that
+    A column whose entry in `types` is JSON contains `orjson.Fragment`s, so that
     orjson embeds the JSON text as it is.
     """
     columns = [column.to_pylist(maps_as_pydicts="lossy") for column in table.columns]

@@ -77,14 +77,14 @@ async def put_subscription(request: Request) -> Response:
 
 
 async def get_subscription(request: Request) -> Response:
-    """Answer the subscription's filter, cursor, the head, and the lag between them."""
+    """Respond with the subscription's filter, cursor, the head, and the lag between them."""
     principal, name = _caller(request, "subscription.get")
     subscription = _owned(request, principal, name, "subscription.get")
     return _json(_describe(request, subscription))
 
 
 async def read_subscription(request: Request) -> Response:
-    """Answer the next page after the stored cursor (or `after`), without moving the cursor.
+    """Respond with the next page after the stored cursor (or `after`); the cursor stays.
 
     The format and the `Link: rel="next"` header are those of GET /events.
     The link's `after` is the position to acknowledge once the page is
