@@ -127,6 +127,9 @@ class Archive:
     def write(self, batches: Iterable[pa.RecordBatch]) -> list[ArchiveFile]:
         """Write events, in sequence order, to one new file per UTC day; return the files.
 
+        NOTE: files are never merged, so a log trimmed in small steps leaves
+        many small files, which queries and exports open one by one.
+
         Each file is durable under its final name when this returns. Raises
         `LogUnavailable` when a file cannot be written; files completed
         before the failure stay.

@@ -243,6 +243,8 @@ def _sandbox(
     if archive is not None:
         files = [file for file in archive.files() if file.first <= archived_through]
         archived = archive.dataset(files)
+    # NOTE: DuckDB pushes no filter or projection into this stream, so every scan
+    # reads all live events; only retention bounds what a query costs.
     live = _ArrowSource(lambda: storage.read_events_arrow(archived_through, head))
     audit = _ArrowSource(storage.read_audit_arrow)
 
