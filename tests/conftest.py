@@ -46,7 +46,23 @@ class Server:
         # the server listens on loopback only, where that is allowed.
         env = dict(os.environ, EVENTLOG_DATA_DIR=str(self.data_dir), EVENTLOG_NO_AUTH="1")
         env.update(self.environment)
-        command = [
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(self.command(), env=env, stdout=log, stderr=log)
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"The server exited with {self.process.returncode}: {self.log()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"The server did not answer /health in {STARTUP_SECONDS} s: {self.log()}")
+
+    def command(self) -> list[str]:
+        """Return the command that runs the server; a subclass may run another one."""
+        return [
             sys.executable,
             "-m",
             "uvicorn",
@@ -59,19 +75,6 @@ class Server:
             "--log-level",
             self.log_level,
         ]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"The server exited with {self.process.returncode}: {self.log()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"The server did not answer /health in {STARTUP_SECONDS} s: {self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]

@@ -155,6 +155,8 @@ class Reader:
     last: int = 0
     cursor: int = 0
     reconnects: int = 0
+    # `time.monotonic()` whenever the server ended a stream by completing the response.
+    stream_ends: list[float] = field(default_factory=list)
     error: BaseException | None = None
 
     def parameters(self) -> dict[str, str]:
@@ -239,6 +241,7 @@ class StreamReader(Reader):
                         self.cursor = int(message.id)
                     if stop.is_set():
                         return
+            self.stream_ends.append(time.monotonic())
         except (httpx.TransportError, SSEError):
             pass  # The server died or closed the stream: resume from the cursor.
 
