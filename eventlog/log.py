@@ -65,6 +65,10 @@ EVERY_EVENT = Filter()
 DEFAULT_TAIL_CAPACITY = 50_000
 MAX_PAGE_LIMIT = 1000
 READER_THREADS = 4
+# Audit records wait this long on the event loop and then go to the writer
+# together, so a stream of reads costs one commit per interval instead of a
+# commit at every writer wake-up.
+AUDIT_BATCH_SECONDS = 0.1
 # Threads for history queries and range reads, apart from the page readers so
 # that a long query never delays a feed.
 HISTORY_THREADS = 2
@@ -150,6 +154,8 @@ class EventLog:
         self._healthy = True
         self._closed = False
         self._stopping = False
+        self._pending_audit: list[AuditRecord] = []
+        self._audit_flush: asyncio.TimerHandle | None = None
         self._load_tail()
         self._writer = Writer(
             storage,
@@ -222,8 +228,23 @@ class EventLog:
         return await asyncio.shield(reply)
 
     def record(self, audit: AuditRecord) -> None:
-        """Add a record to the audit trail; it is committed shortly, with the next group."""
-        if not self._closed:
+        """Add a record to the audit trail; it is committed within about AUDIT_BATCH_SECONDS.
+
+        Call it from the event loop's thread. Records still waiting when the
+        process dies are lost, as are records queued for the writer.
+        """
+        if self._closed:
+            return
+        self._pending_audit.append(audit)
+        if self._audit_flush is None:
+            self._audit_flush = self._loop.call_later(AUDIT_BATCH_SECONDS, self._flush_audit)
+
+    def _flush_audit(self) -> None:
+        if self._audit_flush is not None:
+            self._audit_flush.cancel()
+            self._audit_flush = None
+        pending, self._pending_audit = self._pending_audit, []
+        for audit in pending:
             self._writer.record(audit)
 
     async def read_audit(self, query: AuditQuery) -> list[StoredAudit]:
@@ -395,6 +416,7 @@ class EventLog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retention
         self._stopping = True
+        self._flush_audit()
         await asyncio.to_thread(self._writer.close)
         # Let the last commit callbacks run before waking the waiters.
         await asyncio.sleep(0)
