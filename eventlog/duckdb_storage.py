@@ -9,6 +9,7 @@ checkpoint for long.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -251,6 +252,11 @@ class DuckDBStorage:
                 f"Cannot commit {len(records)} events to {self.path!r}: {error}",
                 error,
             ) from error
+        except BaseException:
+            # Whatever failed, the transaction must not stay open: the next
+            # append on this connection would fail to begin one.
+            _rollback(connection)
+            raise
 
     def append_table(self, table: pa.Table) -> None:
         """Append events from an Arrow table shaped as `events_table` builds it, in one transaction.
@@ -660,12 +666,23 @@ def _audit_to_arrow(audit: Sequence[AuditRecord]) -> pa.Table:
         [record.count for record in audit],
         [record.first_sequence for record in audit],
         [record.last_sequence for record in audit],
-        [None if record.detail is None else orjson.dumps(record.detail).decode() for record in audit],
+        [_detail_json(record.detail) for record in audit],
     ]
     return pa.Table.from_arrays(
         [pa.array(values, type=field.type) for values, field in zip(columns, _AUDIT_SCHEMA)],
         schema=_AUDIT_SCHEMA,
     )
+
+
+def _detail_json(detail: dict[str, object] | None) -> str | None:
+    if detail is None:
+        return None
+    try:
+        return orjson.dumps(detail).decode()
+    except TypeError:
+        # orjson rejects integers beyond 64 bits, such as a cursor that a
+        # client sent; an audit record must never fail the commit of a group.
+        return json.dumps(detail, default=str)
 
 
 def _stored_audit(row: tuple[Any, ...]) -> StoredAudit:

@@ -318,6 +318,16 @@ class TestStorageContract:
         assert [e.event for e in after] == [r.event for r in records]
         assert [a.record.action for a in store.read_audit(AuditQuery())] == ["publish"]
 
+    def test_audit_detail_with_huge_integer(self, store: Storage) -> None:
+        # A client can send a cursor of any length; its audit record must
+        # neither fail the commit nor leave the store unable to append.
+        huge = replace(audit("read"), detail={"next_after": 10**30})
+        store.append(make_records(2), [huge])
+        store.append(make_records(1, first=3), [audit("publish")])
+
+        assert store.bounds().head == 3
+        assert [a.record.action for a in store.read_audit(AuditQuery())] == ["read", "publish"]
+
     def test_failed_append_leaves_nothing(self, store: Storage) -> None:
         store.append(make_records(3))
         good = make_records(4, first=4)
