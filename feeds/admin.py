@@ -16,7 +16,8 @@ from eventlog.errors import TokenExists
 from eventlog.storage import AuditQuery, StoredAudit, TokenRecord
 from feeds.access import audit_record, authenticate, require
 from feeds.grants import InvalidGrant, Principal
-from feeds.problems import Problem, bad_request
+from feeds.pages import MAX_SEQUENCE, parse_whole_number
+from feeds.problems import Problem, bad_request, shown
 from feeds.publish import read_body
 from feeds.tokens import InvalidTokenName, TokenRegistry
 
@@ -130,16 +131,13 @@ def _number(values: dict[str, str], name: str, default: int, low: int, high: int
     text = values.get(name)
     if text is None:
         return default
-    if (
-        text.isascii()
-        and text.isdigit()
-        and int(text) >= low
-        and (high is None or int(text) <= high)
-    ):
-        return int(text)
-    upper = "" if high is None else f" to {high}"
+    top = MAX_SEQUENCE if high is None else high
+    number = parse_whole_number(text, top)
+    if number is not None and number >= low:
+        return number
     raise bad_request(
-        f"The parameter {name!r} must be a whole number from {low}{upper}, not {text!r}.",
+        f"The parameter {name!r} must be a whole number from {low} to {top}, "
+        f"not {shown(text)}.",
         parameter=name,
     )
 

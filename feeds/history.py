@@ -23,7 +23,8 @@ from eventlog import EventLog, EventLogError
 from eventlog.archive import ARCHIVE_SCHEMA
 from feeds.access import audit_record, authenticate, require
 from feeds.json_body import read_json_object
-from feeds.problems import Problem, bad_request
+from feeds.pages import MAX_SEQUENCE, parse_whole_number
+from feeds.problems import Problem, bad_request, shown
 from feeds.query_format import (
     CSV_MEDIA_TYPE,
     JSON_MEDIA_TYPE,
@@ -228,13 +229,14 @@ def _whole_number(values: dict[str, str], name: str, default: int) -> int:
     text = values.get(name)
     if text is None:
         return default
-    if not text.isascii() or not text.isdigit():
+    number = parse_whole_number(text)
+    if number is None:
         raise bad_request(
-            f"The parameter {name!r} must be a sequence (a whole number of 0 or more), "
-            f"not {text!r}.",
+            f"The parameter {name!r} must be a sequence (a whole number from 0 to "
+            f"{MAX_SEQUENCE}), not {shown(text)}.",
             parameter=name,
         )
-    return int(text)
+    return number
 
 
 def _time(values: dict[str, str], name: str) -> datetime:

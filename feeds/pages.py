@@ -15,10 +15,12 @@ from starlette.responses import Response
 from eventlog import EventLog, Filter
 from eventlog.log import MAX_PAGE_LIMIT
 from feeds.access import audit_record, authenticate, require
-from feeds.problems import bad_request
+from feeds.problems import bad_request, shown
 
 BATCH_MEDIA_TYPE = "application/cloudevents-batch+json"
 DEFAULT_LIMIT = 100
+# Sequences and cursors are 64-bit signed integers, as the log stores them.
+MAX_SEQUENCE = 2**63 - 1
 MAX_WAIT_SECONDS = 60.0
 
 # Query parameters of the page API that are not attribute filters.
@@ -89,7 +91,7 @@ def parse_feed_query(items: Iterable[tuple[str, str]], allowed: tuple[str, ...])
 
     if "after" in single and "since" in single:
         raise bad_request("Give 'after' or 'since', not both.", parameter="since")
-    after = _integer(single, "after", 0, 0, None)
+    after = _integer(single, "after", 0, 0, MAX_SEQUENCE)
     limit = _integer(single, "limit", DEFAULT_LIMIT, 1, MAX_PAGE_LIMIT)
     wait = _seconds(single.get("wait"))
     since = _time(single.get("since"))
@@ -117,20 +119,30 @@ def next_url(request: Request, query: FeedQuery, after: int) -> str:
     return str(request.url.replace(query=urlencode(parameters, safe="*/:")))
 
 
-def _integer(values: dict[str, str], name: str, default: int, low: int, high: int | None) -> int:
+def parse_whole_number(text: str, high: int = MAX_SEQUENCE) -> int | None:
+    """Return the number that `text` spells in ASCII digits, or None if invalid or above `high`.
+
+    The length is checked first: `int()` raises ValueError for more than
+    4300 digits, and a longer number is out of range anyway.
+
+    >>> parse_whole_number("42"), parse_whole_number("4" * 20), parse_whole_number("-1")
+    (42, None, None)
+    """
+    if not text.isascii() or not text.isdigit() or len(text) > len(str(high)):
+        return None
+    number = int(text)
+    return number if number <= high else None
+
+
+def _integer(values: dict[str, str], name: str, default: int, low: int, high: int) -> int:
     text = values.get(name)
     if text is None:
         return default
-    upper = "" if high is None else f" and at most {high}"
-    if not text.isascii() or not text.isdigit():
+    number = parse_whole_number(text, high)
+    if number is None or number < low:
         raise bad_request(
-            f"The parameter {name!r} must be a whole number of at least {low}{upper}, not {text!r}.",
-            parameter=name,
-        )
-    number = int(text)
-    if number < low or (high is not None and number > high):
-        raise bad_request(
-            f"The parameter {name!r} must be at least {low}{upper}, not {number}.",
+            f"The parameter {name!r} must be a whole number from {low} to {high}, "
+            f"not {shown(text)}.",
             parameter=name,
         )
     return number

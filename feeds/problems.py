@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from eventlog import (
@@ -74,6 +74,19 @@ def problem_response(problem: Problem, instance: str | None = None) -> Response:
         media_type=PROBLEM_MEDIA_TYPE,
         headers=problem.headers,
     )
+
+
+def shown(value: str, limit: int = 60) -> str:
+    """Quote a client's value for a message, cut to `limit` characters.
+
+    No message then echoes a huge value back or into the server's log.
+
+    >>> shown("9" * 100, limit=5)
+    "'99999'… (100 characters)"
+    """
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}… ({len(value)} characters)"
 
 
 def bad_request(detail: str, **extra: Any) -> Problem:
@@ -177,6 +190,18 @@ async def _handle_http(request: Request, error: Exception) -> Response:
     return _respond(request, problem)
 
 
+async def _handle_disconnect(request: Request, error: Exception) -> Response:
+    # The client closed the connection, or sent a body that the HTTP parser
+    # rejected, before the body was complete. Nothing was appended, and the
+    # response goes nowhere, but it keeps the error out of the 500 handler.
+    client = request.client.host if request.client else "unknown"
+    logger.info(
+        "%s %s from %s ended before its body was complete", request.method, request.url.path, client
+    )
+    problem = bad_request("The connection ended before the request body was complete.")
+    return _respond(request, problem)
+
+
 async def _handle_unexpected(request: Request, error: Exception) -> Response:
     logger.exception("Unhandled error in %s %s", request.method, request.url.path)
     problem = Problem(
@@ -202,4 +227,5 @@ def install_handlers(app: Starlette) -> None:
     ):
         app.add_exception_handler(kind, _handle_known)
     app.add_exception_handler(HTTPException, _handle_http)
+    app.add_exception_handler(ClientDisconnect, _handle_disconnect)
     app.add_exception_handler(Exception, _handle_unexpected)

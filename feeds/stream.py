@@ -39,8 +39,8 @@ from eventlog.filters import Matcher
 from feeds.access import audit_record, authenticate, require
 from feeds.grants import Principal
 from feeds.metrics import Metrics
-from feeds.pages import parse_feed_query
-from feeds.problems import bad_request
+from feeds.pages import MAX_SEQUENCE, parse_feed_query, parse_whole_number
+from feeds.problems import bad_request, shown
 
 logger = logging.getLogger(__name__)
 
@@ -167,13 +167,15 @@ def parse_last_event_id(headers: Mapping[str, str]) -> int | None:
     text = headers.get("last-event-id")
     if text is None:
         return None
-    if not text.isascii() or not text.isdigit():
+    cursor = parse_whole_number(text)
+    if cursor is None:
         raise bad_request(
-            f"The Last-Event-ID header must be a sequence (a whole number of 0 or more), "
-            f"not {text!r}. Send the id of the last event received, or leave the header out.",
+            f"The Last-Event-ID header must be a sequence (a whole number from 0 to "
+            f"{MAX_SEQUENCE}), not {shown(text)}. Send the id of the last event received, "
+            "or leave the header out.",
             header="Last-Event-ID",
         )
-    return int(text)
+    return cursor
 
 
 async def _messages(

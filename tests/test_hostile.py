@@ -1,0 +1,288 @@
+"""Hostile input over HTTP and raw sockets: the server answers 4xx or closes, and stays healthy.
+
+Numbers beyond 64 bits, control characters and absurd lengths in request
+lines, headers and `Last-Event-ID`, a body far over the request limit sent
+in chunks, and a thousand idle connections. Nothing may produce a 5xx, hang,
+or stop the server from serving the next normal request.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import select
+import socket
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from conftest import Server
+from harness import resident_bytes
+
+HUGE = "9" * 5000  # Python's int() rejects more than 4300 digits.
+BEYOND_64_BITS = "9" * 25
+SOCKET_TIMEOUT_SECONDS = 10.0
+MIB = 1024 * 1024
+REQUEST_LIMIT = 16 * MIB  # the server's default request body limit
+UPLOAD_BYTES = 200 * MIB
+IDLE_CONNECTIONS = 1000
+
+
+@pytest.fixture(scope="module")
+def hostile_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = Server(tmp_path_factory.mktemp("hostile") / "data")
+    server.start()
+    yield server
+    server.stop()
+    log = server.log_path.read_text(errors="replace")
+    assert "Unhandled error" not in log, log[-4000:]
+
+
+def check_healthy(server: Server) -> None:
+    """Check that /health returns 200, and that a publish and a read still work."""
+    with httpx.Client(base_url=server.url, timeout=SOCKET_TIMEOUT_SECONDS) as client:
+        assert client.get("/health").status_code == 200
+        event = {
+            "specversion": "1.0",
+            "id": os.urandom(8).hex(),
+            "source": "https://hostile.example.com",
+            "type": "hostile.checked",
+        }
+        published = client.post("/events", json=event)
+        assert published.status_code == 201, published.text
+        sequence = published.json()["sequence"]
+        page = client.get("/events", params={"after": sequence - 1, "limit": 1})
+        assert page.status_code == 200
+        assert page.json()[0]["id"] == event["id"]
+
+
+MAX_SEQUENCE = "9223372036854775807"
+# (path, query, headers, the name and the maximum that the problem states)
+NUMBERS = [
+    ("/events", {"after": BEYOND_64_BITS}, {}, "after", MAX_SEQUENCE),
+    ("/events", {"after": HUGE}, {}, "after", MAX_SEQUENCE),
+    ("/events", {"limit": HUGE}, {}, "limit", "1000"),
+    ("/events/stream", {}, {"Last-Event-ID": BEYOND_64_BITS}, "Last-Event-ID", MAX_SEQUENCE),
+    ("/events/stream", {}, {"Last-Event-ID": HUGE}, "Last-Event-ID", MAX_SEQUENCE),
+    ("/events/stream", {"after": HUGE}, {}, "after", MAX_SEQUENCE),
+    ("/audit", {"after": HUGE}, {}, "after", MAX_SEQUENCE),
+    ("/audit", {"limit": HUGE}, {}, "limit", "1000"),
+    ("/export", {"after": BEYOND_64_BITS}, {}, "after", MAX_SEQUENCE),
+    ("/export", {"until_sequence": HUGE}, {}, "until_sequence", MAX_SEQUENCE),
+]
+
+
+@pytest.mark.parametrize(("path", "params", "headers", "name", "maximum"), NUMBERS)
+def test_hostile_numbers_rejected(
+    hostile_server: Server,
+    path: str,
+    params: dict[str, str],
+    headers: dict[str, str],
+    name: str,
+    maximum: str,
+) -> None:
+    response = httpx.get(
+        f"{hostile_server.url}{path}",
+        params=params,
+        headers=headers,
+        timeout=SOCKET_TIMEOUT_SECONDS,
+    )
+
+    assert response.status_code == 400, response.text
+    assert response.headers["Content-Type"] == "application/problem+json"
+    problem = response.json()
+    assert name in problem["detail"]
+    assert maximum in problem["detail"]
+    # The value is quoted, but cut short.
+    assert len(problem["detail"]) < 1000
+    check_healthy(hostile_server)
+
+
+def request_line(target: bytes, *headers: bytes) -> bytes:
+    return (
+        b"GET "
+        + target
+        + b" HTTP/1.1\r\nHost: test\r\n"
+        + b"".join(h + b"\r\n" for h in headers)
+        + b"\r\n"
+    )
+
+
+RAW_REQUESTS = {
+    "NUL in a header": request_line(b"/health", b"X-Test: a\x00b"),
+    "CR in a header": request_line(b"/health", b"X-Test: a\rb"),
+    "LF in a header": request_line(b"/health", b"X-Test: a\nb"),
+    "NUL in Last-Event-ID": request_line(b"/events/stream", b"Last-Event-ID: 1\x002"),
+    "CR in Last-Event-ID": request_line(b"/events/stream", b"Last-Event-ID: 1\r2"),
+    "letters in Last-Event-ID": request_line(b"/events/stream", b"Last-Event-ID: 12ab"),
+    "Last-Event-ID of 100 KiB": request_line(
+        b"/events/stream", b"Last-Event-ID: " + b"9" * 102_400
+    ),
+    "NUL in the query": request_line(b"/events?type=a\x00b"),
+    "encoded NUL in a filter": request_line(b"/events?type=a%00b"),
+    "encoded CR LF in a filter": request_line(b"/events?type=a%0D%0Ab"),
+    "encoded CR LF in a parameter name": request_line(b"/events?a%0D%0Ab=1"),
+    "encoded NUL in the path": request_line(b"/events%00"),
+    "NUL in Host": b"GET /events HTTP/1.1\r\nHost: a\x00b\r\n\r\n",
+    "a query of 1 MiB": request_line(b"/events?type=" + b"a" * MIB),
+    "a header of 1 MiB": request_line(b"/health", b"X-Test: " + b"a" * MIB),
+    "10,000 headers": request_line(b"/health", *(b"X-%d: a" % i for i in range(10_000))),
+    "encoded NUL in a binary-mode attribute": (
+        b"POST /events HTTP/1.1\r\nHost: test\r\nce-specversion: 1.0\r\nce-id: a%00b\r\n"
+        b"ce-source: /hostile\r\nce-type: t\r\nContent-Length: 0\r\n\r\n"
+    ),
+    "a bad chunk size": (
+        b"POST /events HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"
+    ),
+    "a Content-Length of 30 digits": (
+        b"POST /events HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + b"9" * 30 + b"\r\n\r\n{}"
+    ),
+}
+
+
+def send_raw(port: int, request: bytes) -> bytes:
+    """Send `request` on a new connection and return what arrives until the server closes it or stops.
+
+    A response with a body length is read to its end, since the server may
+    keep the connection open after it.
+    """
+    with socket.create_connection(
+        ("127.0.0.1", port), timeout=SOCKET_TIMEOUT_SECONDS
+    ) as connection:
+        try:
+            connection.sendall(request)
+        except OSError:
+            pass  # The server may close the connection before it reads everything.
+        received = b""
+        while not complete(received):
+            try:
+                chunk = connection.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            received += chunk
+        return received
+
+
+def complete(response: bytes) -> bool:
+    head, separator, body = response.partition(b"\r\n\r\n")
+    if not separator:
+        return False
+    for line in head.lower().split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            return len(body) >= int(line.split(b":")[1])
+    return False
+
+
+@pytest.mark.parametrize("name", sorted(RAW_REQUESTS))
+def test_hostile_raw_requests(hostile_server: Server, name: str) -> None:
+    response = send_raw(hostile_server.port, RAW_REQUESTS[name])
+
+    # A closed connection without a response is acceptable; a 5xx is not.
+    if response:
+        status = int(response.split(b" ", 2)[1])
+        assert status < 500, response[:500]
+        print(f"{name}: {status}")
+    else:
+        print(f"{name}: closed without a response")
+    check_healthy(hostile_server)
+
+
+def test_upload_over_limit_rejected_early(hostile_server: Server) -> None:
+    """A chunked body of 200 MiB gets 413 once it passes 16 MiB, and is never held whole."""
+    assert hostile_server.process is not None
+    pid = hostile_server.process.pid
+    # Reset the peak resident set size (VmHWM) to the current one.
+    with open(f"/proc/{pid}/clear_refs", "w") as clear:
+        clear.write("5")
+    resident_before = resident_bytes(pid)
+
+    sent, response = upload_chunked(hostile_server.port, UPLOAD_BYTES)
+
+    peak_growth = resident_bytes(pid, "VmHWM") - resident_before
+    print(
+        f"413 after {sent / MIB:.1f} MiB sent of {UPLOAD_BYTES / MIB:.0f} MiB; "
+        f"peak RSS grew {peak_growth / MIB:.1f} MiB"
+    )
+    assert response.startswith(b"HTTP/1.1 413 "), response[:500]
+    assert b"urn:eventlog:problem:request-too-large" in response
+    # The socket buffers on both ends hold a few MiB beyond what the server read.
+    assert sent < REQUEST_LIMIT + 32 * MIB
+    # The server keeps at most the limit in memory, with room for copies.
+    assert peak_growth < 4 * REQUEST_LIMIT
+    check_healthy(hostile_server)
+
+
+def upload_chunked(port: int, size: int) -> tuple[int, bytes]:
+    """Send a chunked batch of `size` bytes until a response arrives; return bytes sent and it."""
+    chunk = b" " * 65536
+    framed = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+    with socket.create_connection(
+        ("127.0.0.1", port), timeout=SOCKET_TIMEOUT_SECONDS
+    ) as connection:
+        connection.sendall(
+            b"POST /events HTTP/1.1\r\nHost: test\r\n"
+            b"Content-Type: application/cloudevents-batch+json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n1\r\n[\r\n"
+        )
+        sent = 0
+        while sent < size:
+            readable, writable, _ = select.select(
+                [connection], [connection], [], SOCKET_TIMEOUT_SECONDS
+            )
+            assert readable or writable, f"the server stalled after {sent} bytes"
+            if readable:
+                break
+            try:
+                connection.sendall(framed)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(chunk)
+        return sent, read_head_and_body(connection)
+
+
+def read_head_and_body(connection: socket.socket) -> bytes:
+    received = b""
+    while not complete(received):
+        try:
+            chunk = connection.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
+def test_idle_connections_do_not_block(hostile_server: Server) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = IDLE_CONNECTIONS + 200
+    if soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"the descriptor limit is {hard}, below the {needed} this test needs")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    idle: list[socket.socket] = []
+    try:
+        for number in range(IDLE_CONNECTIONS):
+            connection = socket.create_connection(
+                ("127.0.0.1", hostile_server.port), timeout=SOCKET_TIMEOUT_SECONDS
+            )
+            if number % 2:
+                # Half of them start a request and never finish it.
+                connection.sendall(b"GET /events HTTP/1.1\r\nHost: test\r\nX-Partial: ")
+            idle.append(connection)
+
+        started = time.monotonic()
+        check_healthy(hostile_server)
+        print(
+            f"served a publish and a read in {time.monotonic() - started:.3f} s "
+            f"beside {IDLE_CONNECTIONS} idle connections"
+        )
+    finally:
+        for connection in idle:
+            connection.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
