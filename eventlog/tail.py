@@ -8,7 +8,7 @@ lookup costs O(1). It is used from the event loop's thread only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from eventlog.filters import Matcher
 from eventlog.storage import ScanResult, StoredEvent
@@ -21,6 +21,11 @@ class TailEntry:
     sequence: int
     attributes: dict[str, str]
     event: bytes
+    # Made once here, so that reads hand out the same object instead of a new one each.
+    stored: StoredEvent = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stored", StoredEvent(self.sequence, self.event))
 
 
 class Tail:
@@ -87,12 +92,28 @@ class Tail:
 
         The caller checks `covers(after)` first.
         """
+        end = min(last, self._last)
+        if not filter:
+            # Every event matches, so the page is a run of slots. Appends fill
+            # the ring in sequence order: when both ends of the run hold their
+            # sequences (`get` raises otherwise), every slot between does too.
+            stop = max(after, min(end, after + limit))
+            if stop == after:
+                return ScanResult([], after)
+            self.get(after + 1)
+            self.get(stop)
+            slots, capacity = self._slots, self.capacity
+            page = [
+                slots[sequence % capacity].stored  # type: ignore[union-attr]
+                for sequence in range(after + 1, stop + 1)
+            ]
+            return ScanResult(page, stop)
+
         found: list[StoredEvent] = []
         position = after
-        end = min(last, self._last)
         while position < end and len(found) < limit:
             position += 1
             entry = self.get(position)
-            if not filter or filter.matches(entry.attributes):
-                found.append(StoredEvent(entry.sequence, entry.event))
+            if filter.matches(entry.attributes):
+                found.append(entry.stored)
         return ScanResult(found, position)
