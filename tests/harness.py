@@ -58,6 +58,7 @@ class Publisher:
     rng: random.Random
     pause: float = 0.0
     max_batch: int = 20
+    padding: int = 0  # characters of padding in each event's data
     requests: list[PublishRequest] = field(default_factory=list)
     error: BaseException | None = None
     # Requests sent again after a connection error, and how many of those
@@ -91,6 +92,9 @@ class Publisher:
             }
             for index in range(size)
         ]
+        if self.padding:
+            for event in events:
+                event["data"]["padding"] = "x" * self.padding
         return PublishRequest(events, batch=size > 1 or self.rng.random() < 0.3)
 
     def _publish(self, client: httpx.Client, request: PublishRequest) -> list[int]:
@@ -385,8 +389,9 @@ def run_crash_cycles(server: Any, cycles: int, rng: random.Random, clients: int 
     """Publish and read while killing a started `conftest.Server` `cycles` times; check each restart.
 
     Each cycle waits for a random number of new acknowledgements (1 to 300)
-    and up to 10 ms more, so the kill lands at a random point of a group
-    commit, then sends SIGKILL and restarts the server on the same folder.
+    and up to 10 ms more, so that the kill lands at a random point of a
+    group commit. Then it sends SIGKILL and restarts the server on the same
+    folder.
     After each restart the whole log is read and checked against every
     acknowledgement and every reader's events. At the end the clients stop,
     the readers catch up with the head, and the log must hold exactly the
@@ -514,13 +519,15 @@ def run_soak(
     *,
     publishers: int = 4,
     pause: float = 0.05,
+    padding: int = 0,
     page_readers: int = 2,
     stream_readers: int = 8,
     on_sample: Any = None,
 ) -> SoakResult:
     """Publish and read at a steady rate against a started `conftest.Server` for `seconds`.
 
-    Publishers send a request every `pause` seconds each. Half of the
+    Publishers send a request every `pause` seconds each, with `padding`
+    characters in each event's data. Half of the
     readers of each kind follow every event and half one event type. The
     server's RSS, open files and database files are sampled every
     `sample_seconds`, and `on_sample(sample, head)` is called with each.
@@ -528,7 +535,7 @@ def run_soak(
     """
     rng = random.Random(seconds)
     writers = [
-        Publisher(server.url, f"p{n}", random.Random(rng.random()), pause=pause)
+        Publisher(server.url, f"p{n}", random.Random(rng.random()), pause=pause, padding=padding)
         for n in range(publishers)
     ]
     readers: list[Reader] = [
