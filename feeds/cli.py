@@ -27,11 +27,11 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 # Seconds a thread that wants the GIL waits before the holder must yield it.
 # The writer thread takes the GIL back several times inside every DuckDB
-# call, while the event loop holds it almost all the time under load; at
-# CPython's default of 5 ms those waits dominated the writer's time. 0.5 ms
-# gave 1.6 times the single-event publishes and 1.4 times the batch
-# publishes per second; 0.1 ms was no better (benchmarks/http_bench.py's
-# publish workloads, alternating runs, 2-core machine).
+# call. Under load the event loop holds it almost all the time, so at
+# CPython's default of 5 ms those waits took about a third of the writer's
+# time. 0.5 ms gave 1.6 times the single-event publishes and 1.4 times the
+# batch publishes per second, and 0.1 ms was no better (wrk with
+# benchmarks/lua/publish.lua, alternating runs, 2-core machine).
 GIL_SWITCH_INTERVAL = 0.0005
 # How long uvicorn waits after SIGTERM for open responses to finish before it
 # cancels them. Publishes finish in milliseconds and held reads and streams
