@@ -5,6 +5,7 @@ from __future__ import annotations
 import stat
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -253,6 +254,13 @@ def test_audit_records_each_kind(auth_server: Server, admin: httpx.Client) -> No
         response = admin.get("/audit", params=dict(params, limit="1000"))
         assert response.status_code == 200, response.text
         return list(response.json())
+
+    # Records of reads and denials reach storage in batches shortly after the
+    # request, so wait (bounded) until the last of them is there.
+    deadline = time.monotonic() + 30
+    while not any(row["status"] == 403 for row in rows(action="token.list")):
+        assert time.monotonic() < deadline, "the audit records of reads did not arrive"
+        time.sleep(0.05)
 
     publishes = [row for row in rows(action="publish") if row["first_sequence"] == sequences[0]]
     assert len(publishes) == 1
