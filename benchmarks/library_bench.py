@@ -18,8 +18,8 @@ neither side pays for JSON decoding or validation.
 
 `analytics`: `SELECT type, count(*) … GROUP BY type` on DuckDB, and the same
 on the recorder's `topic` column in SQLite. `sqlite-load` copies a DuckDB log
-into a recorder database (`--copies N` repeats it with new ids, to reach the
-same size as a larger log).
+into a recorder database through `insert_events`; `--copies N` then repeats
+those rows in SQL with new originator ids, to match a log N times as long.
 """
 
 from __future__ import annotations
@@ -234,21 +234,30 @@ def run_analytics(options: argparse.Namespace) -> None:
 
 
 def run_sqlite_load(options: argparse.Namespace) -> None:
-    """Copy the events of a DuckDB log into a recorder database, `--copies` times."""
+    """Copy a DuckDB log into a recorder database, then repeat its rows `--copies` times in all."""
     recorder = recorder_at(options.sqlite)
     database = duckdb.connect(str(options.log), read_only=True)
     started = time.perf_counter()
     total = 0
-    for copy in range(options.copies):
-        cursor = database.execute("SELECT type, event FROM events ORDER BY sequence")
-        while batch := cursor.fetchmany(20_000):
-            recorder.insert_events(
-                [StoredEvent(uuid.uuid4(), 1, row[0], row[1].encode()) for row in batch]
-            )
-            total += len(batch)
-        print(f"copy {copy + 1}: {total:,} events in {time.perf_counter() - started:.0f} s")
+    cursor = database.execute("SELECT type, event FROM events ORDER BY sequence")
+    while batch := cursor.fetchmany(20_000):
+        recorder.insert_events([StoredEvent(uuid.uuid4(), 1, row[0], row[1].encode()) for row in batch])
+        total += len(batch)
+    print(f"Loaded {total:,} events through the recorder in {time.perf_counter() - started:.0f} s")
     recorder.datastore.close()
-    print(f"Loaded {total:,} events; {options.sqlite.stat().st_size / 1e9:.2f} GB")
+    # Further copies in SQL, with fresh originator ids: the same rows, like a longer log.
+    connection = sqlite3.connect(options.sqlite)
+    for copy in range(1, options.copies):
+        connection.execute(
+            "INSERT INTO stored_events (originator_id, originator_version, topic, state) "
+            "SELECT lower(hex(randomblob(16))), originator_version, topic, state "
+            "FROM stored_events WHERE rowid <= ?",
+            [total],
+        )
+        connection.commit()
+        print(f"copy {copy + 1}: {total * (copy + 1):,} events after {time.perf_counter() - started:.0f} s")
+    connection.close()
+    print(f"{options.sqlite}: {options.sqlite.stat().st_size / 1e9:.2f} GB")
 
 
 def table(title: str, values: dict[str, list[float]], unit: str, higher_is_better: bool) -> None:
@@ -281,7 +290,7 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=200, help="Pages per read run.")
     parser.add_argument("--log", type=Path, help="A DuckDB log built by build_log.py.")
     parser.add_argument("--sqlite", type=Path, help="A recorder database.")
-    parser.add_argument("--copies", type=int, default=1, help="Copies of the log to load.")
+    parser.add_argument("--copies", type=int, default=1, help="Times the loaded rows appear.")
     options = parser.parse_args()
     {
         "append": run_append,

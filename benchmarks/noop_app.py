@@ -1,9 +1,9 @@
 """The HTTP ceiling: the same server stack as `eventlog serve`, with endpoints that do no work.
 
 `POST /events` reads and parses the JSON body with orjson, as the publish
-endpoint does, and answers `{"sequence": 1}` with 201. `GET /events` answers
-a page of 100 pre-encoded workload events (the same bytes a real page of the
-workload sends) with a `Link` header. Run it under uvicorn with the settings
+endpoint does, and responds with 201 and `{"sequence": 1}`. `GET /events`
+responds with a page of 100 pre-encoded workload events (the same bytes a
+real page of the workload sends) and a `Link` header. Run it under uvicorn with the settings
 that `eventlog serve` uses:
 
     python benchmarks/noop_app.py --port 8100
