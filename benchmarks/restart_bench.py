@@ -30,11 +30,15 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def one_run(data_dir: Path, port: int, seed: int) -> tuple[float, float, float, int]:
+def one_run(
+    data_dir: Path, port: int, seed: int, tail_capacity: int | None
+) -> tuple[float, float, float, int]:
     command = [
         str(Path(sys.executable).with_name("eventlog")), "serve", "--no-auth",
         "--data-dir", str(data_dir), "--port", str(port), "--log-level", "warning",
     ]  # fmt: skip
+    if tail_capacity is not None:
+        command += ["--tail-capacity", str(tail_capacity)]
     url = f"http://127.0.0.1:{port}"
     started = time.perf_counter()
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -70,13 +74,18 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--port", type=int, default=8600)
+    parser.add_argument(
+        "--tail-capacity", type=int, help="Passed to eventlog serve [default: its own]."
+    )
     options = parser.parse_args()
     files = sorted(options.data_dir.glob("events.duckdb*"))
     for path in files:
         print(f"{path.name}: {path.stat().st_size / 1e9:.2f} GB")
     results = []
     for run in range(options.runs):
-        ready, memory, stopped, head = one_run(options.data_dir, options.port, seed=run)
+        ready, memory, stopped, head = one_run(
+            options.data_dir, options.port, seed=run, tail_capacity=options.tail_capacity
+        )
         results.append((ready, memory, stopped))
         print(
             f"run {run + 1}: head {head:,}, serving after {ready:.2f} s, RSS {memory:.0f} MB, "

@@ -135,6 +135,8 @@ def client_process(host: str, port: int, connections: int, stop_at: float, queue
 def publish(url: str, rate: int, batch: int, seconds: float, seed: int) -> tuple[int, int]:
     """POST `rate` events per second in batches for `seconds`; return (events, late batches)."""
     templates = list(Workload(seed, id_prefix="sse-").events(0, 500))
+    # Ids unique to this run: an id reused with other content is a 409 conflict.
+    run = time.time_ns()
     interval = batch / rate
     sent = 0
     late = 0
@@ -145,7 +147,7 @@ def publish(url: str, rate: int, batch: int, seconds: float, seed: int) -> tuple
             events = []
             for _ in range(batch):
                 event = dict(templates[sent % len(templates)])
-                event["id"] = f"sse-{seed}-{sent}"
+                event["id"] = f"sse-{seed}-{run}-{sent}"
                 event["data"] = {**event["data"], "sent": time.time()}
                 events.append(event)
                 sent += 1
@@ -180,6 +182,9 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=4, help="Client processes.")
     parser.add_argument("--data-dir", type=Path, help="Serve this log instead of an empty one.")
     parser.add_argument("--port", type=int, default=8500)
+    parser.add_argument(
+        "--tail-capacity", type=int, help="Passed to eventlog serve [default: its own]."
+    )
     options = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="eventlog-bench-sse-"))
@@ -188,8 +193,11 @@ def main() -> None:
         str(Path(sys.executable).with_name("eventlog")), "serve", "--no-auth",
         "--data-dir", str(data_dir), "--port", str(options.port), "--log-level", "warning",
     ]  # fmt: skip
+    if options.tail_capacity is not None:
+        command += ["--tail-capacity", str(options.tail_capacity)]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{options.port}"
+    processes: list[Any] = []
     try:
         started = time.monotonic()
         while True:
@@ -209,7 +217,9 @@ def main() -> None:
         per_process[0] += options.clients - sum(per_process)
         processes = [
             multiprocessing.get_context("fork").Process(
-                target=client_process, args=("127.0.0.1", options.port, count, stop_at, queue)
+                target=client_process,
+                args=("127.0.0.1", options.port, count, stop_at, queue),
+                daemon=True,
             )
             for count in per_process
         ]
@@ -224,6 +234,9 @@ def main() -> None:
         for process in processes:
             process.join(30)
     finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
         server.send_signal(signal.SIGINT)
         try:
             server.wait(30)
