@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -142,6 +144,8 @@ _REOPEN_WAIT_SECONDS = 10.0
 # The write-ahead log size that triggers an automatic checkpoint after a
 # reopen: large enough that none happens before `checkpoint` succeeds.
 _DEFERRED_THRESHOLD = "1TB"
+# Free space that a checkpoint needs besides twice the write-ahead log.
+_CHECKPOINT_HEADROOM_BYTES = 1024 * 1024
 
 # Filtered scans examine windows of sequences that grow from the first size
 # to the last, and stop after the total; the caller continues from
@@ -172,6 +176,13 @@ class DuckDBStorage:
         self._generation = 0
         self._reopening = False
         self._checkpoints_deferred = False
+        if not read_only and self._space_shortage() is not None:
+            logger.warning(
+                "Automatic checkpoints of %s wait until its disk has room: %s",
+                self.path,
+                self._space_shortage(),
+            )
+            self._defer_checkpoints()
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self._reopening:
@@ -507,6 +518,9 @@ class DuckDBStorage:
         return rows
 
     def checkpoint(self) -> None:
+        shortage = self._space_shortage()
+        if shortage is not None:
+            raise LogUnavailable(f"Cannot checkpoint {self.path!r}: {shortage}.")
         try:
             connection = self._connection()
             connection.execute("CHECKPOINT")
@@ -546,6 +560,24 @@ class DuckDBStorage:
             raise _unavailable(f"Cannot configure {self.path!r}: {error}", error) from error
         self._checkpoints_deferred = True
 
+    def _space_shortage(self) -> str | None:
+        """Describe why the disk lacks room for a checkpoint now; None when it has room.
+
+        A checkpoint that fails for want of space still grows the database
+        file, which takes space that appends to the write-ahead log need.
+        It needs room for the logged rows as new blocks and for metadata;
+        twice the log's size is an estimate with margin.
+        """
+        wal = _file_size(f"{self.path}.wal")
+        needed = 2 * wal + _CHECKPOINT_HEADROOM_BYTES
+        free = shutil.disk_usage(Path(self.path).resolve().parent).free
+        if free >= needed:
+            return None
+        return (
+            f"{free} bytes are free on its disk, and folding its write-ahead log of {wal} "
+            f"bytes in may need {needed}; free space on the disk"
+        )
+
     def _close_root(self) -> None:
         deadline = time.monotonic() + _REOPEN_WAIT_SECONDS
         while True:
@@ -561,6 +593,8 @@ class DuckDBStorage:
             time.sleep(0.001)
 
     def close(self) -> None:
+        # NOTE: DuckDB 2.0 checkpoints as the database closes, and no setting
+        # turns that off; on a nearly full disk it fails and grows the file.
         with self._lock:
             connections, self._connections = self._connections, []
         for connection in connections:
@@ -576,6 +610,13 @@ class DuckDBStorage:
     def _query_one(self, sql: str, parameters: list[Any] | None = None) -> tuple[Any, ...] | None:
         rows = self._query(sql, parameters)
         return rows[0] if rows else None
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _unavailable(message: str, error: Exception) -> LogUnavailable:
@@ -681,7 +722,7 @@ def _detail_json(detail: dict[str, object] | None) -> str | None:
         return orjson.dumps(detail).decode()
     except TypeError:
         # orjson rejects integers beyond 64 bits, such as a cursor that a
-        # client sent; an audit record must never fail the commit of a group.
+        # client sent, and a detail must not fail the commit of its group.
         return json.dumps(detail, default=str)
 
 
