@@ -13,8 +13,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from eventlog.log import MAX_PAGE_LIMIT
+from feeds.pages import MAX_SEQUENCE
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
+# A sequence or cursor: the log stores them as 64-bit signed integers.
+_SEQUENCE: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": MAX_SEQUENCE}
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -41,7 +44,7 @@ _FEED_PARAMETERS: list[dict[str, Any]] = [
         "name": "after",
         "in": "query",
         "description": "Cursor: return events with a sequence greater than this.",
-        "schema": {"type": "integer", "minimum": 0, "default": 0},
+        "schema": {**_SEQUENCE, "default": 0},
     },
     {
         "name": "since",
@@ -88,24 +91,79 @@ _STREAM_PARAMETERS: list[dict[str, Any]] = [
     },
 ]
 
+# One message of an event stream. OpenAPI 3.1 does not say how to describe
+# the items of a stream. This schema describes each message, as OpenAPI 3.2's
+# `itemSchema` does and as Schemathesis (4.x) reads `schema` before 3.2.
+_SSE_MESSAGE: dict[str, Any] = {
+    "type": "object",
+    "description": "One Server-Sent Events message. 'data' is a delivered event as one line "
+    "of JSON; the first message has no data and sets 'retry' and 'id' to the start cursor. "
+    "No message has an 'event' field, so its type is the default, 'message'.",
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/DeliveredEvent"},
+        },
+        "event": {"const": "message"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
+_EVENT_STREAM = {"text/event-stream": {"schema": _SSE_MESSAGE}}
+
+# A CloudEvents string: no control characters (C0, DEL, C1).
+_TEXT_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+# Strict Base64 with padding, as `data_base64` must be.
+_BASE64_PATTERN = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+# A media type (RFC 9110): type "/" subtype, then parameters.
+_TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_MEDIA_TYPE_PATTERN = (
+    f"^{_TOKEN}/{_TOKEN}( *; *{_TOKEN}=({_TOKEN}|\"([^\"\\\\]|\\\\.)*\"))* *$"
+)
+
 _CLOUDEVENT: dict[str, Any] = {
     "type": "object",
     "description": "A CloudEvent 1.0.2 in the JSON format. Extension attributes are "
-    "strings, booleans or 32-bit integers with names of a-z and 0-9.",
+    "strings, booleans or 32-bit integers with names of a-z and 0-9. JSON null means that "
+    "an attribute is absent. Strings hold no control characters, and the event's canonical "
+    "JSON is at most 64 KiB by default (larger gets 413).",
     "required": ["specversion", "id", "source", "type"],
     "properties": {
         "specversion": {"const": "1.0"},
-        "id": {"type": "string", "minLength": 1},
+        "id": {"type": "string", "minLength": 1, "pattern": _TEXT_PATTERN},
         "source": {"type": "string", "minLength": 1, "format": "uri-reference"},
-        "type": {"type": "string", "minLength": 1},
-        "subject": {"type": "string", "minLength": 1},
-        "time": {"type": "string", "format": "date-time"},
-        "datacontenttype": {"type": "string", "minLength": 1},
-        "dataschema": {"type": "string", "format": "uri"},
+        "type": {"type": "string", "minLength": 1, "pattern": _TEXT_PATTERN},
+        "subject": {"type": ["string", "null"], "minLength": 1, "pattern": _TEXT_PATTERN},
+        "time": {"type": ["string", "null"], "format": "date-time"},
+        "datacontenttype": {
+            "type": ["string", "null"],
+            "allOf": [{"pattern": _MEDIA_TYPE_PATTERN}, {"pattern": _TEXT_PATTERN}],
+        },
+        "dataschema": {"type": ["string", "null"], "format": "uri"},
         "data": {},
-        "data_base64": {"type": "string", "contentEncoding": "base64"},
+        "data_base64": {"type": ["string", "null"], "pattern": _BASE64_PATTERN},
     },
-    "additionalProperties": {"type": ["string", "boolean", "integer"]},
+    "propertyNames": {"pattern": "^([a-z0-9]+|data_base64)$"},
+    "additionalProperties": {
+        "anyOf": [
+            {"type": "string", "pattern": _TEXT_PATTERN},
+            {"type": "boolean"},
+            {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1},
+            {"type": "null"},
+        ]
+    },
+    # `data` and `data_base64` are never both present (null counts as absent).
+    "not": {
+        "required": ["data", "data_base64"],
+        "properties": {"data": {"not": {"type": "null"}}, "data_base64": {"type": "string"}},
+    },
+}
+
+# An event as publishers send it: the log sets `sequence` and `recordedtime`.
+_PUBLISHED_EVENT: dict[str, Any] = {
+    "allOf": [{"$ref": "#/components/schemas/CloudEvent"}],
+    "propertyNames": {"not": {"enum": ["sequence", "recordedtime"]}},
 }
 
 _DELIVERED_EVENT: dict[str, Any] = {
@@ -144,19 +202,20 @@ _PROBLEM: dict[str, Any] = {
 }
 
 _EVENT_BODIES = {
-    "application/cloudevents+json": {"schema": {"$ref": "#/components/schemas/CloudEvent"}},
+    "application/cloudevents+json": {"schema": {"$ref": "#/components/schemas/PublishedEvent"}},
     "application/cloudevents-batch+json": {
-        "schema": {"type": "array", "items": {"$ref": "#/components/schemas/CloudEvent"}}
+        "schema": {"type": "array", "items": {"$ref": "#/components/schemas/PublishedEvent"}}
     },
     "application/json": {
         "schema": {
             "oneOf": [
-                {"$ref": "#/components/schemas/CloudEvent"},
-                {"type": "array", "items": {"$ref": "#/components/schemas/CloudEvent"}},
+                {"$ref": "#/components/schemas/PublishedEvent"},
+                {"type": "array", "items": {"$ref": "#/components/schemas/PublishedEvent"}},
             ]
         }
     },
-    "*/*": {"schema": {}},
+    # Binary mode takes any other media type, with the attributes in `ce-` headers.
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
 }
 
 _PUBLISHED = {
@@ -191,6 +250,21 @@ _LINK_HEADER = {
     }
 }
 
+# A grant: an action, then attribute patterns `name=value` separated by
+# whitespace; `admin` takes none, and the log's own attributes and `data`
+# cannot be filtered on. Characters that Python's str.split() treats as
+# whitespace separate words, so a value excludes them all.
+_WORD = "[^\\s\\u001c-\\u001f\\u0085\\ufeff]+"
+_GRANT = {
+    "type": "string",
+    "description": "An action and attribute patterns, such as "
+    "'publish source=https://orders.example.com/*'; see the filters of GET /events.",
+    "pattern": (
+        "^\\s*(admin|(publish|read)"
+        f"(\\s+(?!(sequence|recordedtime|data)=)[a-z0-9]+={_WORD})*)\\s*$"
+    ),
+}
+
 _SUBSCRIPTION_NAME = {
     "name": "name",
     "in": "path",
@@ -212,10 +286,11 @@ _SUBSCRIPTION_ACCESS = {
 _POSITION_BODY = {
     "type": "object",
     "properties": {
-        "sequence": {"type": "integer", "minimum": 0},
+        "sequence": {**_SEQUENCE},
         "time": {"type": "string", "format": "date-time"},
     },
     "additionalProperties": False,
+    "oneOf": [{"required": ["sequence"]}, {"required": ["time"]}],
 }
 
 _SUBSCRIPTION_PATHS: dict[str, Any] = {
@@ -243,7 +318,7 @@ _SUBSCRIPTION_PATHS: dict[str, Any] = {
                                 "start": {
                                     "oneOf": [
                                         {"enum": ["beginning", "now"]},
-                                        {"type": "integer", "minimum": 0},
+                                        {**_SEQUENCE},
                                         {"type": "string", "format": "date-time"},
                                     ]
                                 },
@@ -269,6 +344,7 @@ _SUBSCRIPTION_PATHS: dict[str, Any] = {
             "security": [{"bearer": []}],
             "responses": {
                 "200": {"description": "The subscription.", **_SUBSCRIPTION_ANSWER},
+                "400": _problem("The name is not a valid subscription name."),
                 **_SUBSCRIPTION_ACCESS,
             },
         },
@@ -276,7 +352,11 @@ _SUBSCRIPTION_PATHS: dict[str, Any] = {
             "summary": "Delete the subscription; its open streams end.",
             "operationId": "deleteSubscription",
             "security": [{"bearer": []}],
-            "responses": {"204": {"description": "Deleted."}, **_SUBSCRIPTION_ACCESS},
+            "responses": {
+                "204": {"description": "Deleted."},
+                "400": _problem("The name is not a valid subscription name."),
+                **_SUBSCRIPTION_ACCESS,
+            },
         },
     },
     "/subscriptions/{name}/events": {
@@ -329,7 +409,7 @@ _SUBSCRIPTION_PATHS: dict[str, Any] = {
             "responses": {
                 "200": {
                     "description": "A stream of events in sequence order.",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    "content": _EVENT_STREAM,
                 },
                 "400": _problem("A parameter or the Last-Event-ID header is invalid."),
                 **_SUBSCRIPTION_ACCESS,
@@ -350,7 +430,7 @@ _SUBSCRIPTION_PATHS: dict[str, Any] = {
                         "schema": {
                             "type": "object",
                             "required": ["sequence"],
-                            "properties": {"sequence": {"type": "integer", "minimum": 0}},
+                            "properties": {"sequence": {**_SEQUENCE}},
                             "additionalProperties": False,
                         }
                     }
@@ -456,13 +536,13 @@ _HISTORY_PATHS: dict[str, Any] = {
                     "name": "after",
                     "in": "query",
                     "description": "Cursor: export the events after this sequence.",
-                    "schema": {"type": "integer", "minimum": 0, "default": 0},
+                    "schema": {**_SEQUENCE, "default": 0},
                 },
                 {
                     "name": "until_sequence",
                     "in": "query",
                     "description": "The last sequence to export; default the head.",
-                    "schema": {"type": "integer", "minimum": 0},
+                    "schema": {**_SEQUENCE},
                 },
                 {
                     "name": "since",
@@ -651,7 +731,7 @@ DOCUMENT: dict[str, Any] = {
                 "responses": {
                     "200": {
                         "description": "An endless stream of events in sequence order.",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        "content": _EVENT_STREAM,
                     },
                     "400": _problem("A parameter or the Last-Event-ID header is invalid."),
                     "410": _problem("The cursor is older than the retention horizon."),
@@ -683,7 +763,7 @@ DOCUMENT: dict[str, Any] = {
                                         "type": "string",
                                         "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
                                     },
-                                    "grants": {"type": "array", "items": {"type": "string"}},
+                                    "grants": {"type": "array", "items": _GRANT},
                                 },
                             }
                         }
@@ -759,7 +839,7 @@ DOCUMENT: dict[str, Any] = {
                         "in": "query",
                         "schema": {"type": "string", "format": "date-time"},
                     },
-                    {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "after", "in": "query", "schema": {**_SEQUENCE}},
                     {
                         "name": "limit",
                         "in": "query",
@@ -836,6 +916,7 @@ DOCUMENT: dict[str, Any] = {
         "schemas": {
             **_HISTORY_SCHEMAS,
             "CloudEvent": _CLOUDEVENT,
+            "PublishedEvent": _PUBLISHED_EVENT,
             "DeliveredEvent": _DELIVERED_EVENT,
             "Problem": _PROBLEM,
             "IssuedToken": {

@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from eventlog import (
     CursorExpired,
@@ -174,20 +175,32 @@ async def _handle_http(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     titles = {404: "Not found", 405: "Method not allowed"}
     title = titles.get(error.status_code, "HTTP error")
+    headers = dict(error.headers or {})
     if error.status_code == 404:
         detail = f"No resource at {request.url.path!r}; see /openapi.json for the endpoints."
     elif error.status_code == 405:
-        detail = f"{request.method} is not allowed on {request.url.path!r}."
+        headers["Allow"] = _allowed_methods(request)
+        detail = (
+            f"{request.method} is not allowed on {request.url.path!r}; "
+            f"use {headers['Allow']}."
+        )
     else:
         detail = str(error.detail)
-    problem = Problem(
-        error.status_code,
-        title.lower().replace(" ", "-"),
-        title,
-        detail,
-        headers=dict(error.headers or {}),
-    )
+    problem = Problem(error.status_code, title.lower().replace(" ", "-"), title, detail, headers)
     return _respond(request, problem)
+
+
+def _allowed_methods(request: Request) -> str:
+    """List the methods of every route on the request's path, for a 405's Allow header.
+
+    Starlette answers 405 from the first route whose path matches, with that
+    route's methods only, but a path such as /events has one route per method.
+    """
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(request.url.path):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 async def _handle_disconnect(request: Request, error: Exception) -> Response:

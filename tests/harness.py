@@ -386,7 +386,7 @@ class CrashReport:
 
 
 def run_crash_cycles(server: Any, cycles: int, rng: random.Random, clients: int = 4) -> CrashReport:
-    """Publish and read while killing a started `conftest.Server` `cycles` times; check each restart.
+    """Publish and read while killing a started `conftest.Server` `cycles` times; check restarts.
 
     Each cycle waits for a random number of new acknowledgements (1 to 300)
     and up to 10 ms more, so that the kill lands at a random point of a

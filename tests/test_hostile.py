@@ -144,7 +144,7 @@ RAW_REQUESTS = {
 
 
 def send_raw(port: int, request: bytes) -> bytes:
-    """Send `request` on a new connection and return what arrives until the server closes it or stops.
+    """Send `request` on a new connection; return what arrives until the server closes or stops.
 
     A response with a body length is read to its end, since the server may
     keep the connection open after it.
@@ -286,3 +286,20 @@ def test_idle_connections_do_not_block(hostile_server: Server) -> None:
         for connection in idle:
             connection.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/events", "GET, HEAD, POST"),
+        ("/tokens", "GET, HEAD, POST"),
+        ("/subscriptions/orders", "DELETE, GET, HEAD, PUT"),
+    ],
+)
+def test_unsupported_method_lists_allowed(hostile_server: Server, path: str, allowed: str) -> None:
+    response = httpx.request("PATCH", f"{hostile_server.url}{path}", timeout=SOCKET_TIMEOUT_SECONDS)
+
+    assert response.status_code == 405
+    assert response.headers["Allow"] == allowed
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert allowed in response.json()["detail"]
