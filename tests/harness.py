@@ -82,19 +82,20 @@ class Publisher:
     def _next_request(self) -> PublishRequest:
         number = len(self.requests)
         size = 1 if self.rng.random() < 0.5 else self.rng.randint(1, self.max_batch)
-        events = [
-            {
-                "specversion": "1.0",
-                "id": f"{self.name}-{number}-{index}",
-                "source": SOURCE,
-                "type": self.rng.choice(EVENT_TYPES),
-                "data": {"client": self.name, "request": number, "index": index},
-            }
-            for index in range(size)
-        ]
-        if self.padding:
-            for event in events:
-                event["data"]["padding"] = "x" * self.padding
+        events: list[dict[str, Any]] = []
+        for index in range(size):
+            data: dict[str, Any] = {"client": self.name, "request": number, "index": index}
+            if self.padding:
+                data["padding"] = "x" * self.padding
+            events.append(
+                {
+                    "specversion": "1.0",
+                    "id": f"{self.name}-{number}-{index}",
+                    "source": SOURCE,
+                    "type": self.rng.choice(EVENT_TYPES),
+                    "data": data,
+                }
+            )
         return PublishRequest(events, batch=size > 1 or self.rng.random() < 0.3)
 
     def _publish(self, client: httpx.Client, request: PublishRequest) -> list[int]:
