@@ -42,7 +42,7 @@ class EventRecord:
 
 @dataclass(frozen=True, slots=True)
 class StoredKey:
-    """What the duplicate check needs to know about a stored event."""
+    """The facts about a stored event that the duplicate check compares."""
 
     source: str
     id: str
@@ -108,7 +108,7 @@ class AuditRecord:
 
 @dataclass(frozen=True, slots=True)
 class AuditQuery:
-    """Which audit records to return, oldest first; None means any."""
+    """A selection of audit records, oldest first, where None matches any value."""
 
     principal: str | None = None
     action: str | None = None

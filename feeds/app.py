@@ -55,7 +55,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """What an operator can set for one server."""
+    """The settings an operator can choose for one server."""
 
     data_dir: Path
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
@@ -77,7 +77,7 @@ async def dashboard(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    """Answer 200 with the head while the log can commit, else 503."""
+    """Return 200 with the head while the log can commit, else 503."""
     log: EventLog = request.app.state.log
     if not log.healthy:
         problem = Problem(

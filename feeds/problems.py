@@ -35,7 +35,7 @@ _TYPE_PREFIX = "urn:eventlog:problem:"
 
 
 class Problem(Exception):
-    """An error to answer with a problem response; `extra` adds members to the body."""
+    """An error returned as a problem response, with `extra` members added to the body."""
 
     def __init__(
         self,

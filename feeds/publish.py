@@ -41,7 +41,7 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 async def publish(request: Request) -> Response:
-    """Validate and append the request's events; answer once they are on disk."""
+    """Validate and append the request's events, and respond once they are on disk."""
     log: EventLog = request.app.state.log
     settings = request.app.state.settings
     principal = authenticate(request, "publish")
