@@ -74,6 +74,31 @@ CREATE TABLE IF NOT EXISTS audit (
     last_sequence BIGINT,
     detail JSON
 );
+-- A publish's audit record lives on the newest event it appended, written by
+-- the same INSERT: a second statement would cost each commit group as much
+-- as its events do. Retention moves these records into `audit` before it
+-- deletes their events.
+ALTER TABLE events ADD COLUMN IF NOT EXISTS audit_id BIGINT;
+ALTER TABLE events ADD COLUMN IF NOT EXISTS audit_time TIMESTAMPTZ;
+ALTER TABLE events ADD COLUMN IF NOT EXISTS audit_principal VARCHAR;
+ALTER TABLE events ADD COLUMN IF NOT EXISTS audit_record VARCHAR;
+-- The audit trail: `audit_keys` has the columns that queries filter on, and
+-- `audit_trail` every column. Only publishes are stored on events.
+CREATE OR REPLACE VIEW audit_keys AS
+SELECT id, time, principal, action FROM audit
+UNION ALL
+SELECT audit_id, audit_time, audit_principal, 'publish' FROM events WHERE audit_id IS NOT NULL;
+CREATE OR REPLACE VIEW audit_trail AS
+SELECT id, time, principal, action, outcome, status, client, count, first_sequence,
+    last_sequence, detail::VARCHAR AS detail
+FROM audit
+UNION ALL
+SELECT audit_id, audit_time, audit_principal, 'publish', audit_record->>'outcome',
+    (audit_record->>'status')::INTEGER, audit_record->>'client',
+    (audit_record->>'count')::BIGINT, (audit_record->>'first_sequence')::BIGINT, sequence,
+    json_extract(audit_record, '$.detail')::VARCHAR
+FROM events
+WHERE audit_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS tokens (
     name VARCHAR PRIMARY KEY,
     token_hash BLOB NOT NULL,
@@ -111,6 +136,8 @@ _AUDIT_SCHEMA = pa.schema(
     ]
 )
 _AUDIT_COLUMNS = ", ".join(_AUDIT_SCHEMA.names)
+# The columns of `events` that hold a publish's audit record, besides its id.
+_FOLDED_AUDIT_COLUMNS = "audit_time, audit_principal, audit_record"
 # The audit records as `read_audit_arrow` returns them: with their ids.
 _AUDIT_EXPORT_SCHEMA = pa.schema([("id", pa.int64()), *_AUDIT_SCHEMA])
 
@@ -246,10 +273,12 @@ class DuckDBStorage:
         connection = self._connection()
         try:
             connection.begin()
+            separate = audit
             if records:
-                _insert_events(connection, events_table(records))
-            if audit:
-                self._insert_audit(connection, audit)
+                table, separate = _fold_publish_audit(events_table(records), records, audit)
+                _insert_events(connection, table)
+            if separate:
+                self._insert_audit(connection, separate)
             connection.commit()
         # pyarrow raises OverflowError, not an ArrowException, for an
         # integer that does not fit its column.
@@ -296,10 +325,21 @@ class DuckDBStorage:
                 clauses.append(f"{column} {operator} ?")
                 parameters.append(value)
         parameters.append(query.limit)
+        # The ids first, from the typed columns: the other columns of a
+        # publish's record are parsed from JSON, so only for the page.
+        ids = [
+            row[0]
+            for row in self._query(
+                f"SELECT id FROM audit_keys WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?",
+                parameters,
+            )
+        ]
+        if not ids:
+            return []
         rows = self._query(
-            f"SELECT id, {_AUDIT_COLUMNS} FROM audit WHERE {' AND '.join(clauses)} "
-            "ORDER BY id LIMIT ?",
-            parameters,
+            f"SELECT id, {_AUDIT_COLUMNS} FROM audit_trail "
+            "WHERE id BETWEEN ? AND ? AND id IN ? ORDER BY id",
+            [ids[0], ids[-1], ids],
         )
         return [_stored_audit(row) for row in rows]
 
@@ -396,8 +436,7 @@ class DuckDBStorage:
 
     def read_audit_arrow(self) -> pa.RecordBatchReader:
         return self._arrow_reader(
-            f"SELECT id, {_AUDIT_COLUMNS.replace('detail', 'detail::VARCHAR AS detail')} "
-            "FROM audit ORDER BY id",
+            f"SELECT id, {_AUDIT_COLUMNS} FROM audit_trail ORDER BY id",
             [],
             _AUDIT_EXPORT_SCHEMA,
         )
@@ -437,6 +476,12 @@ class DuckDBStorage:
             if newest is None:
                 connection.rollback()
                 return None
+            connection.execute(
+                f"INSERT INTO audit (id, {_AUDIT_COLUMNS}) SELECT id, {_AUDIT_COLUMNS} "
+                "FROM audit_trail WHERE id IN "
+                "(SELECT audit_id FROM events WHERE audit_id IS NOT NULL AND sequence <= ?)",
+                [newest],
+            )
             connection.execute("DELETE FROM events WHERE sequence <= ?", [newest])
             connection.execute("DELETE FROM retention")
             connection.execute("INSERT INTO retention VALUES (?, ?)", [newest, recordedtime])
@@ -628,7 +673,63 @@ def _insert_events(connection: duckdb.DuckDBPyConnection, table: pa.Table) -> No
     # scan. That costs half of what register and unregister do, about 0.5 ms
     # of each group's commit.
     appended_events = table  # noqa: F841 - read by the statement
-    connection.execute(f"INSERT INTO events ({_COLUMNS}) SELECT * FROM appended_events")
+    if table.num_columns == len(_ARROW_SCHEMA):
+        connection.execute(f"INSERT INTO events ({_COLUMNS}) SELECT * FROM appended_events")
+        return
+    connection.execute(
+        f"INSERT INTO events ({_COLUMNS}, {_FOLDED_AUDIT_COLUMNS}, audit_id) "
+        "SELECT *, CASE WHEN audit_principal IS NOT NULL THEN nextval('audit_ids') END "
+        "FROM appended_events"
+    )
+
+
+def _fold_publish_audit(
+    table: pa.Table, records: Sequence[EventRecord], audit: Sequence[AuditRecord]
+) -> tuple[pa.Table, list[AuditRecord]]:
+    """Add the publish records of `audit` to the rows of their newest events in `table`.
+
+    Return the table and the records that need their own rows: those that
+    are not publishes, or that appended no event of `records`.
+    """
+    separate: list[AuditRecord] = []
+    folded: dict[int, AuditRecord] = {}
+    first = records[0].sequence
+    for record in audit:
+        index = -1 if record.last_sequence is None else record.last_sequence - first
+        if (
+            record.action == "publish"
+            and 0 <= index < len(records)
+            and records[index].sequence == record.last_sequence
+        ):
+            folded[index] = record
+        else:
+            separate.append(record)
+    if not folded:
+        return table, separate
+    times: list[datetime | None] = [None] * len(records)
+    principals: list[str | None] = [None] * len(records)
+    texts: list[str | None] = [None] * len(records)
+    for index, record in folded.items():
+        times[index] = record.time
+        principals[index] = record.principal
+        texts[index] = _json_text(
+            {
+                "outcome": record.outcome,
+                "status": record.status,
+                "client": record.client,
+                "count": record.count,
+                "first_sequence": record.first_sequence,
+                "detail": record.detail,
+            }
+        )
+    columns = (
+        pa.array(times, pa.timestamp("us", tz="UTC")),
+        pa.array(principals, pa.string()),
+        pa.array(texts, pa.string()),
+    )
+    for name, column in zip(_FOLDED_AUDIT_COLUMNS.split(", "), columns):
+        table = table.append_column(name, column)
+    return table, separate
 
 
 def _rollback(connection: duckdb.DuckDBPyConnection) -> None:
@@ -700,7 +801,7 @@ def _audit_to_arrow(audit: Sequence[AuditRecord]) -> pa.Table:
         [record.count for record in audit],
         [record.first_sequence for record in audit],
         [record.last_sequence for record in audit],
-        [_detail_json(record.detail) for record in audit],
+        [_json_text(record.detail) for record in audit],
     ]
     return pa.Table.from_arrays(
         [pa.array(values, type=field.type) for values, field in zip(columns, _AUDIT_SCHEMA)],
@@ -708,15 +809,15 @@ def _audit_to_arrow(audit: Sequence[AuditRecord]) -> pa.Table:
     )
 
 
-def _detail_json(detail: dict[str, object] | None) -> str | None:
-    if detail is None:
+def _json_text(value: dict[str, object] | None) -> str | None:
+    if value is None:
         return None
     try:
-        return orjson.dumps(detail).decode()
+        return orjson.dumps(value).decode()
     except TypeError:
         # orjson rejects integers beyond 64 bits, such as a cursor that a
         # client sent, and a detail must not fail the commit of its group.
-        return json.dumps(detail, default=str)
+        return json.dumps(value, default=str)
 
 
 def _stored_audit(row: tuple[Any, ...]) -> StoredAudit:

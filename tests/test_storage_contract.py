@@ -100,6 +100,24 @@ def audit(action: str) -> AuditRecord:
     return AuditRecord(time=START, principal="tester", action=action, outcome="ok", status=200)
 
 
+def published(
+    first: int, last: int, principal: str = "tester", client: str = "127.0.0.1"
+) -> AuditRecord:
+    """Return the audit record of a publish that appended the events `first` to `last`."""
+    return AuditRecord(
+        time=START,
+        principal=principal,
+        action="publish",
+        outcome="ok",
+        status=201,
+        client=client,
+        count=last - first + 1,
+        first_sequence=first,
+        last_sequence=last,
+        detail={"sources": ["/shop"], "duplicates": 0},
+    )
+
+
 FILTERS = [
     {"type": ["order.created"]},
     {"type": ["order.*"]},
@@ -327,6 +345,60 @@ class TestStorageContract:
 
         assert store.bounds().head == 3
         assert [a.record.action for a in store.read_audit(AuditQuery())] == ["read", "publish"]
+
+    def test_publish_audit_round_trip(self, store: Storage) -> None:
+        records = make_records(5)
+        written = [
+            published(1, 2),
+            audit("read"),
+            published(3, 5, principal="other", client="10.0.0.2"),
+            replace(published(3, 5), count=0, first_sequence=None, last_sequence=None),
+        ]
+        store.append(records, written)
+
+        stored = store.read_audit(AuditQuery())
+        ids = [entry.id for entry in stored]
+        read_back = [entry.record for entry in stored]
+
+        assert ids == sorted(set(ids))
+        assert len(read_back) == len(written)
+        for record in written:
+            assert read_back.count(record) == 1
+
+    def test_publish_audit_filters(self, store: Storage) -> None:
+        store.append(make_records(2), [published(1, 2), audit("read")])
+        store.append(make_records(2, first=3), [published(3, 4, principal="other")])
+
+        by_other = store.read_audit(AuditQuery(principal="other"))
+        publishes = store.read_audit(AuditQuery(action="publish"))
+        later = store.read_audit(AuditQuery(since=START + timedelta(seconds=1)))
+        after_first = store.read_audit(AuditQuery(after_id=publishes[0].id, limit=1))
+
+        assert [entry.record.last_sequence for entry in by_other] == [4]
+        assert [entry.record.last_sequence for entry in publishes] == [2, 4]
+        assert later == []
+        assert len(after_first) == 1
+        assert after_first[0].id > publishes[0].id
+
+    def test_publish_audit_outlives_retention(self, open_store: Opener) -> None:
+        store = open_store()
+        store.append(make_records(3), [published(1, 3)])
+        store.append(make_records(3, first=4), [published(4, 6, principal="other")])
+        before = store.read_audit(AuditQuery())
+
+        store.delete_through(3)
+        after_one = store.read_audit(AuditQuery())
+        store.delete_through(6)
+        store.close()
+        reopened = open_store()
+        try:
+            after_all = reopened.read_audit(AuditQuery())
+        finally:
+            reopened.close()
+
+        assert [entry.record.last_sequence for entry in before] == [3, 6]
+        assert after_one == before
+        assert after_all == before
 
     def test_failed_append_leaves_nothing(self, store: Storage) -> None:
         store.append(make_records(3))
