@@ -35,14 +35,18 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
-import pyarrow.dataset as ds
 
 from eventlog.archive import ARCHIVE_SCHEMA, Archive
 from eventlog.errors import LogUnavailable, QueryRejected, QueryTimedOut
 from eventlog.storage import Storage
+
+if TYPE_CHECKING:
+    # Imported by `Archive.dataset` when a query needs it; see eventlog.archive.
+    import pyarrow.dataset as ds
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 if TYPE_CHECKING:
     from eventlog.history import QueryResult
@@ -101,6 +100,10 @@ def text_value(value: Any) -> str:
 
 
 def _parquet(table: pa.Table) -> bytes:
+    # Imported here, as in eventlog.archive, because a server needs it only
+    # to return query results as Parquet.
+    import pyarrow.parquet as pq
+
     sink = io.BytesIO()
     try:
         pq.write_table(table, sink)
