@@ -8,6 +8,7 @@ lookup costs O(1). It is used from the event loop's thread only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from eventlog.filters import Matcher
@@ -48,6 +49,11 @@ class Tail:
     def last(self) -> int:
         return self._last
 
+    @property
+    def size(self) -> int:
+        """The number of events held."""
+        return self._last - self._first + 1
+
     def reset(self, head: int) -> None:
         """Empty the tail so that the next appended sequence is `head + 1`."""
         self._slots = [None] * self.capacity
@@ -74,6 +80,28 @@ class Tail:
         self._last = entry.sequence
         if self._last - self._first + 1 > self.capacity:
             self._first = self._last - self.capacity + 1
+
+    def prepend(self, entries: Sequence[TailEntry]) -> int:
+        """Add older entries that end just before `first`, as many of the newest as fit.
+
+        Return how many were added; a full tail takes none. Raises ValueError
+        unless `entries` are dense, in sequence order, and end at `first - 1`.
+        """
+        room = self.capacity - self.size
+        if room <= 0 or not entries:
+            return 0
+        newest = entries[-room:]
+        start = self._first - len(newest)
+        for offset, entry in enumerate(newest):
+            if entry.sequence != start + offset:
+                raise ValueError(
+                    f"The tail expected sequence {start + offset} before {self._first}, "
+                    f"not {entry.sequence}."
+                )
+        for entry in newest:
+            self._slots[entry.sequence % self.capacity] = entry
+        self._first = start
+        return len(newest)
 
     def get(self, sequence: int) -> TailEntry:
         """Return the entry with this sequence; raises KeyError when the tail does not hold it."""

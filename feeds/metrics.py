@@ -56,6 +56,24 @@ class LogCollector(Collector):
             "Time spent committing groups of events, in seconds.",
             value=stats.commit_seconds,
         )
+        yield GaugeMetricFamily(
+            "eventlog_tail_events",
+            "Newest events held in memory for reads.",
+            value=self._log.tail_size,
+        )
+        yield GaugeMetricFamily(
+            "eventlog_tail_filling",
+            "1 while the tail is being filled from storage after the start, else 0.",
+            value=int(self._log.tail_filling),
+        )
+        yield CounterMetricFamily(
+            "eventlog_tail_scans", "Reads of events served from the tail.", value=stats.tail_scans
+        )
+        yield CounterMetricFamily(
+            "eventlog_storage_scans",
+            "Reads of events served from storage.",
+            value=stats.storage_scans,
+        )
         buckets = [(str(bound), count) for bound, count in zip(GROUP_SIZE_BUCKETS, stats.group_size_counts)]
         buckets.append(("+Inf", stats.commits))
         yield HistogramMetricFamily(
