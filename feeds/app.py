@@ -199,8 +199,10 @@ def app_from_environment() -> Starlette:
     memory), `EVENTLOG_HEARTBEAT_SECONDS` (between comments on idle
     streams, default 15), `EVENTLOG_RETAIN_DAYS` and `EVENTLOG_RETAIN_EVENTS`
     (retention limits, default none) and `EVENTLOG_QUERY_SECONDS` (the time
-    limit of POST /query, default 30). Example:
-    `EVENTLOG_DATA_DIR=/var/lib/eventlog uvicorn --factory feeds.app:app_from_environment`.
+    limit of POST /query, default 30). Run it with the request limits of
+    `feeds.server`, which read their own `EVENTLOG_*` variables, for example:
+    `EVENTLOG_DATA_DIR=/var/lib/eventlog uvicorn --factory feeds.app:app_from_environment
+    --http feeds.server:EnvironmentProtocol`.
     """
     data_dir = os.environ.get("EVENTLOG_DATA_DIR")
     if not data_dir:

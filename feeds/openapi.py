@@ -14,6 +14,11 @@ from starlette.responses import Response
 
 from eventlog.log import MAX_PAGE_LIMIT
 from feeds.pages import MAX_SEQUENCE
+from feeds.settings import (
+    DEFAULT_BODY_TIMEOUT_SECONDS,
+    DEFAULT_HEADER_TIMEOUT_SECONDS,
+    DEFAULT_MAX_HEADER_BYTES,
+)
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 # A sequence or cursor: the log stores them as 64-bit signed integers.
@@ -660,7 +665,13 @@ DOCUMENT: dict[str, Any] = {
     "info": {
         "title": "eventlog",
         "version": "0.1.0",
-        "description": "A durable, totally ordered log of CloudEvents with pull feeds.",
+        "description": "A durable, totally ordered log of CloudEvents with pull feeds. "
+        "Any request can also get a problem response from the HTTP layer, before it "
+        "reaches an operation: 431 for a request line plus headers over the server's limit "
+        f"({DEFAULT_MAX_HEADER_BYTES} bytes by default), 414 when the request line alone is "
+        "that long, and 408 when the request line and headers are not complete within the "
+        f"header timeout ({DEFAULT_HEADER_TIMEOUT_SECONDS:g} s by default) or a body pauses "
+        f"longer than the body timeout ({DEFAULT_BODY_TIMEOUT_SECONDS:g} s by default).",
     },
     "paths": {
         "/events": {

@@ -94,6 +94,46 @@ def bad_request(detail: str, **extra: Any) -> Problem:
     return Problem(400, "bad-request", "Bad request", detail, **extra)
 
 
+def header_too_large(limit: int, *, url_too_long: bool) -> Problem:
+    """Build the problem for a head over `limit` bytes: 414 for a request line that long, else 431."""
+    fix = (
+        "the server's operator can raise the limit with `eventlog serve --max-header-bytes` "
+        "or EVENTLOG_MAX_HEADER_BYTES."
+    )
+    if url_too_long:
+        detail = (
+            f"The request line is longer than the limit of {limit} bytes for the request "
+            f"line and headers. Shorten the URL, for example with fewer filter values, or {fix}"
+        )
+        return Problem(414, "uri-too-long", "URI too long", detail, limit=limit)
+    detail = (
+        f"The request line and headers are larger than the limit of {limit} bytes. "
+        f"Send fewer or shorter headers, or {fix}"
+    )
+    return Problem(431, "header-too-large", "Request header fields too large", detail, limit=limit)
+
+
+def header_timeout(seconds: float) -> Problem:
+    """Build the 408 problem for a request line and headers not complete within `seconds`."""
+    detail = (
+        f"The request line and headers were not complete within {seconds:g} s of the "
+        "connection opening or of the request's first byte. Send the whole head at once; "
+        "the server's operator can raise the limit with `eventlog serve --header-timeout` "
+        "or EVENTLOG_HEADER_TIMEOUT_SECONDS."
+    )
+    return Problem(408, "request-timeout", "Request timeout", detail, seconds=seconds)
+
+
+def body_timeout(seconds: float) -> Problem:
+    """Build the 408 problem for a request body that paused for `seconds`."""
+    detail = (
+        f"The request body stopped arriving for {seconds:g} s. Send the body without "
+        "pauses; the server's operator can raise the limit with `eventlog serve "
+        "--body-timeout` or EVENTLOG_BODY_TIMEOUT_SECONDS."
+    )
+    return Problem(408, "request-timeout", "Request timeout", detail, seconds=seconds)
+
+
 def to_problem(error: Exception) -> Problem:
     """Translate an exception of the log into the problem the client receives."""
     if isinstance(error, Problem):

@@ -19,8 +19,18 @@ from pathlib import Path
 DATA_DIR_VARIABLE = "EVENTLOG_DATA_DIR"
 URL_VARIABLE = "EVENTLOG_URL"
 TOKEN_VARIABLE = "EVENTLOG_TOKEN"
+MAX_HEADER_BYTES_VARIABLE = "EVENTLOG_MAX_HEADER_BYTES"
+HEADER_TIMEOUT_VARIABLE = "EVENTLOG_HEADER_TIMEOUT_SECONDS"
+BODY_TIMEOUT_VARIABLE = "EVENTLOG_BODY_TIMEOUT_SECONDS"
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+# Maximum size of a request line plus headers, in bytes: more than nginx's
+# default of four 8 KiB buffers, and less than Go's 1 MiB.
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+# Seconds a client may take to send a request line and headers.
+DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0
+# Seconds a request body may pause between two reads.
+DEFAULT_BODY_TIMEOUT_SECONDS = 30.0
 # The file in the data folder where the server writes the first admin token.
 ADMIN_TOKEN_FILE = "admin.token"
 

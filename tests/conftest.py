@@ -28,6 +28,9 @@ def free_port() -> int:
 class Server:
     """`uvicorn --factory feeds.app:app_from_environment` in a subprocess.
 
+    It runs the HTTP protocol that `eventlog serve` runs, from `feeds.server`,
+    with its request limits read from `EVENTLOG_*` environment variables.
+
     `start` waits until `/health` answers; `kill` sends SIGKILL, `stop` SIGTERM.
     A stopped server can be started again on the same data folder and port.
     """
@@ -68,6 +71,8 @@ class Server:
             "uvicorn",
             "--factory",
             "feeds.app:app_from_environment",
+            "--http",
+            "feeds.server:EnvironmentProtocol",
             "--host",
             "127.0.0.1",
             "--port",

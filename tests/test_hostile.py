@@ -4,6 +4,11 @@ Numbers beyond 64 bits, control characters and absurd lengths in request
 lines, headers and `Last-Event-ID`, a body far over the request limit sent
 in chunks, and a thousand idle connections. Nothing may produce a 5xx, hang,
 or stop the server from serving the next normal request.
+
+The request limits of `feeds.server` are checked here too: a head over the
+size limit gets 431 or 414 without being buffered, and a client that sends
+nothing, or sends its head or body too slowly, is closed after the timeout,
+while long-polls and streams outlive it.
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ import time
 from collections.abc import Iterator
 
 import httpx
+import orjson
 import pytest
 from conftest import Server
 from harness import resident_bytes
+
+from feeds.settings import DEFAULT_MAX_HEADER_BYTES
 
 HUGE = "9" * 5000  # Python's int() rejects more than 4300 digits.
 BEYOND_64_BITS = "9" * 25
@@ -303,3 +311,288 @@ def test_unsupported_method_lists_allowed(hostile_server: Server, path: str, all
     assert response.headers["Allow"] == allowed
     assert response.headers["Content-Type"] == "application/problem+json"
     assert allowed in response.json()["detail"]
+
+
+# The server closes a connection whose request head is not complete in this
+# many seconds, or whose body pauses this long, in the tests below.
+SHORT_HEADER_TIMEOUT = 1
+SHORT_BODY_TIMEOUT = 2
+# A generous bound on how long a test waits for the server to close a connection.
+CLOSE_DEADLINE_SECONDS = 30.0
+# The slowloris client sends one byte of its head per this many seconds.
+SLOWLORIS_PAUSE_SECONDS = 0.2
+
+
+@pytest.fixture(scope="module")
+def impatient_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server with short header and body timeouts and a heartbeat every second."""
+    server = Server(
+        tmp_path_factory.mktemp("impatient") / "data",
+        EVENTLOG_HEADER_TIMEOUT_SECONDS=str(SHORT_HEADER_TIMEOUT),
+        EVENTLOG_BODY_TIMEOUT_SECONDS=str(SHORT_BODY_TIMEOUT),
+        EVENTLOG_HEARTBEAT_SECONDS="1",
+    )
+    server.start()
+    yield server
+    server.stop()
+    log = server.log_path.read_text(errors="replace")
+    assert "Unhandled error" not in log, log[-4000:]
+
+
+def connect(server: Server) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), timeout=CLOSE_DEADLINE_SECONDS)
+
+
+def read_until_closed(connection: socket.socket) -> tuple[bytes, bool]:
+    """Read until the server closes; return what arrived and whether it closed without a reset.
+
+    Fails when the connection is still open after `CLOSE_DEADLINE_SECONDS`.
+    """
+    deadline = time.monotonic() + CLOSE_DEADLINE_SECONDS
+    received = b""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            pytest.fail(f"the server kept the connection open for {CLOSE_DEADLINE_SECONDS} s")
+        connection.settimeout(remaining)
+        try:
+            chunk = connection.recv(65536)
+        except ConnectionResetError:
+            return received, False
+        except TimeoutError:
+            continue
+        if not chunk:
+            return received, True
+        received += chunk
+
+
+def parse_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Split one HTTP/1.1 response into its status, headers (lowercase names) and body."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split(" ")[1]), headers, body
+
+
+def padded_head(size: int) -> bytes:
+    """Return a GET /health request line plus headers of exactly `size` bytes."""
+    start = b"GET /health HTTP/1.1\r\nHost: test\r\nX-Pad: "
+    end = b"\r\n\r\n"
+    return start + b"a" * (size - len(start) - len(end)) + end
+
+
+def test_header_over_limit_gets_431(hostile_server: Server) -> None:
+    with connect(hostile_server) as connection:
+        connection.sendall(request_line(b"/health", b"X-Test: " + b"a" * MIB))
+        raw, clean = read_until_closed(connection)
+
+    status, headers, body = parse_response(raw)
+    assert status == 431, raw[:500]
+    assert headers["content-type"] == "application/problem+json"
+    assert headers["connection"] == "close"
+    problem = orjson.loads(body)
+    assert problem["type"] == "urn:eventlog:problem:header-too-large"
+    assert problem["limit"] == DEFAULT_MAX_HEADER_BYTES
+    assert str(DEFAULT_MAX_HEADER_BYTES) in problem["detail"]
+    assert "--max-header-bytes" in problem["detail"]
+    # The server read what the client still sent before it closed, so no reset.
+    assert clean
+    check_healthy(hostile_server)
+
+
+def test_url_over_limit_gets_414(hostile_server: Server) -> None:
+    with connect(hostile_server) as connection:
+        connection.sendall(request_line(b"/events?type=" + b"a" * MIB))
+        raw, _ = read_until_closed(connection)
+
+    status, _, body = parse_response(raw)
+    assert status == 414, raw[:500]
+    problem = orjson.loads(body)
+    assert problem["type"] == "urn:eventlog:problem:uri-too-long"
+    assert problem["limit"] == DEFAULT_MAX_HEADER_BYTES
+    assert "Shorten the URL" in problem["detail"]
+
+
+@pytest.mark.parametrize("pipelined", [False, True], ids=["alone", "pipelined"])
+@pytest.mark.parametrize(
+    ("size", "status"), [(DEFAULT_MAX_HEADER_BYTES, 200), (DEFAULT_MAX_HEADER_BYTES + 1, 431)]
+)
+def test_header_limit_is_exact(
+    hostile_server: Server, size: int, status: int, pipelined: bool
+) -> None:
+    head = padded_head(size)
+    assert len(head) == size
+    # A second request in the same write makes the server split its read at the limit.
+    payload = head + request_line(b"/health") if pipelined else head
+
+    with connect(hostile_server) as connection:
+        connection.sendall(payload)
+        response = read_head_and_body(connection)
+
+    assert parse_response(response)[0] == status, response[:500]
+
+
+def test_huge_header_not_buffered(hostile_server: Server) -> None:
+    """A header of 64 MiB, which uvicorn alone buffers whole, leaves the peak RSS nearly flat."""
+    assert hostile_server.process is not None
+    pid = hostile_server.process.pid
+    # Reset the peak resident set size (VmHWM) to the current one.
+    with open(f"/proc/{pid}/clear_refs", "w") as clear:
+        clear.write("5")
+    resident_before = resident_bytes(pid)
+
+    with connect(hostile_server) as connection:
+        try:
+            connection.sendall(request_line(b"/health", b"X-Test: " + b"a" * (64 * MIB)))
+        except OSError:
+            pass  # The server stops reading 5 s after its response.
+        raw, _ = read_until_closed(connection)
+
+    peak_growth = resident_bytes(pid, "VmHWM") - resident_before
+    print(f"peak RSS grew {peak_growth / MIB:.1f} MiB for a header of 64 MiB")
+    assert raw.startswith(b"HTTP/1.1 431 "), raw[:500]
+    assert peak_growth < 8 * MIB
+    check_healthy(hostile_server)
+
+
+def test_silent_connection_closed(impatient_server: Server) -> None:
+    with connect(impatient_server) as connection:
+        raw, clean = read_until_closed(connection)
+
+    status, _, body = parse_response(raw)
+    assert status == 408, raw[:500]
+    problem = orjson.loads(body)
+    assert problem["type"] == "urn:eventlog:problem:request-timeout"
+    assert problem["seconds"] == SHORT_HEADER_TIMEOUT
+    assert "--header-timeout" in problem["detail"]
+    assert clean
+
+
+def test_slowloris_closed(impatient_server: Server) -> None:
+    head = b"GET /health HTTP/1.1\r\nHost: test\r\nX-Slow: " + b"a" * 10_000
+    received = b""
+    with connect(impatient_server) as connection:
+        for byte in head:
+            try:
+                connection.sendall(bytes([byte]))
+            except OSError:
+                break
+            readable, _, _ = select.select([connection], [], [], SLOWLORIS_PAUSE_SECONDS)
+            if readable:
+                break
+        else:
+            pytest.fail(f"the server read all {len(head)} bytes of a head one at a time")
+        received, _ = read_until_closed(connection)
+
+    assert received.startswith(b"HTTP/1.1 408 "), received[:500]
+
+
+def test_idle_keep_alive_closed_without_response(impatient_server: Server) -> None:
+    """After a response, uvicorn's keep-alive timeout closes an idle connection, with no 408."""
+    with connect(impatient_server) as connection:
+        connection.sendall(request_line(b"/health"))
+        first = read_head_and_body(connection)
+        rest, clean = read_until_closed(connection)
+
+    assert parse_response(first)[0] == 200, first[:500]
+    assert rest == b""
+    assert clean
+
+
+def test_stalled_second_head_gets_408(impatient_server: Server) -> None:
+    """The header timeout of a later request on a connection starts at its first byte."""
+    with connect(impatient_server) as connection:
+        connection.sendall(request_line(b"/health"))
+        first = read_head_and_body(connection)
+        connection.sendall(b"GET /health HTTP/1.1\r\nHo")
+        rest, _ = read_until_closed(connection)
+
+    assert parse_response(first)[0] == 200, first[:500]
+    assert rest.startswith(b"HTTP/1.1 408 "), rest[:500]
+
+
+def publish_request(body_length: int) -> bytes:
+    return (
+        b"POST /events HTTP/1.1\r\nHost: test\r\nContent-Type: application/cloudevents+json\r\n"
+        b"Content-Length: %d\r\n\r\n" % body_length
+    )
+
+
+def test_stalled_body_gets_408(impatient_server: Server) -> None:
+    with connect(impatient_server) as connection:
+        connection.sendall(publish_request(200) + b'{"specversion": "1.0",')
+        raw, clean = read_until_closed(connection)
+
+    status, _, body = parse_response(raw)
+    assert status == 408, raw[:500]
+    problem = orjson.loads(body)
+    assert problem["type"] == "urn:eventlog:problem:request-timeout"
+    assert problem["seconds"] == SHORT_BODY_TIMEOUT
+    assert "--body-timeout" in problem["detail"]
+    assert clean
+    check_healthy(impatient_server)
+
+
+def test_slow_steady_body_accepted(impatient_server: Server) -> None:
+    """A body that arrives in small pieces for longer than the body timeout, without long pauses."""
+    event = orjson.dumps(
+        {
+            "specversion": "1.0",
+            "id": os.urandom(8).hex(),
+            "source": "https://hostile.example.com",
+            "type": "hostile.slow-body",
+            "data": "x" * 200,
+        }
+    )
+    pieces = [event[start : start + 20] for start in range(0, len(event), 20)]
+    # The pieces take longer than the body timeout in all.
+    assert len(pieces) * SLOWLORIS_PAUSE_SECONDS > SHORT_BODY_TIMEOUT
+    with connect(impatient_server) as connection:
+        connection.sendall(publish_request(len(event)))
+        for piece in pieces:
+            time.sleep(SLOWLORIS_PAUSE_SECONDS)
+            connection.sendall(piece)
+        response = read_head_and_body(connection)
+
+    assert parse_response(response)[0] == 201, response[:500]
+
+
+def test_long_poll_outlives_header_timeout(impatient_server: Server) -> None:
+    wait = 3 * SHORT_HEADER_TIMEOUT
+    response = httpx.get(
+        f"{impatient_server.url}/events",
+        params={"type": "hostile.never-published", "wait": wait},
+        timeout=CLOSE_DEADLINE_SECONDS,
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json() == []
+
+
+def test_stream_outlives_header_timeout(impatient_server: Server) -> None:
+    """An SSE stream open for three header timeouts still delivers an event published then."""
+    timeout = httpx.Timeout(SOCKET_TIMEOUT_SECONDS, read=CLOSE_DEADLINE_SECONDS)
+    with (
+        httpx.Client(base_url=impatient_server.url, timeout=timeout) as client,
+        client.stream("GET", "/events/stream", params={"type": "hostile.streamed"}) as response,
+    ):
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        # One heartbeat comment arrives every second.
+        heartbeats = 0
+        while heartbeats < 3 * SHORT_HEADER_TIMEOUT:
+            if next(lines).startswith(":"):
+                heartbeats += 1
+        event = {
+            "specversion": "1.0",
+            "id": os.urandom(8).hex(),
+            "source": "https://hostile.example.com",
+            "type": "hostile.streamed",
+        }
+        assert client.post("/events", json=event).status_code == 201
+        data = next(line for line in lines if line.startswith("data:"))
+
+    assert orjson.loads(data.removeprefix("data:"))["id"] == event["id"]
