@@ -84,11 +84,11 @@ ALTER TABLE events ADD COLUMN IF NOT EXISTS audit_principal VARCHAR;
 ALTER TABLE events ADD COLUMN IF NOT EXISTS audit_record VARCHAR;
 -- The audit trail: `audit_keys` has the columns that queries filter on, and
 -- `audit_trail` every column. Only publishes are stored on events.
-CREATE OR REPLACE VIEW audit_keys AS
+CREATE VIEW IF NOT EXISTS audit_keys AS
 SELECT id, time, principal, action FROM audit
 UNION ALL
 SELECT audit_id, audit_time, audit_principal, 'publish' FROM events WHERE audit_id IS NOT NULL;
-CREATE OR REPLACE VIEW audit_trail AS
+CREATE VIEW IF NOT EXISTS audit_trail AS
 SELECT id, time, principal, action, outcome, status, client, count, first_sequence,
     last_sequence, detail::VARCHAR AS detail
 FROM audit
@@ -266,6 +266,43 @@ class DuckDBStorage:
             [list(set(keys))],
         )
         return [StoredKey(row[0], row[1], row[2], bytes(row[3])) for row in rows]
+
+    def key_filter(self, bits: int, hashes: int, through: int) -> bytes:
+        # One row per 64-bit word, zeros included, so that the Arrow column's
+        # data buffer is the bitmap itself.
+        sql = """
+            WITH probes AS (
+                SELECT ((key & 4294967295) + probe * ((key >> 32) | 1)) % $bits AS position
+                FROM events, range($hashes) AS probes(probe)
+                WHERE sequence <= $through
+            ),
+            words AS (
+                SELECT position >> 6 AS word, bit_or(1::UBIGINT << (position & 63)) AS value
+                FROM probes
+                GROUP BY word
+            )
+            SELECT coalesce(value, 0::UBIGINT) AS value
+            FROM range($bits // 64) AS slots(word) LEFT JOIN words USING (word)
+            ORDER BY word
+        """
+        try:
+            # Listed with the others, so that `close` interrupts the query.
+            with self._lock:
+                connection = self._database.cursor()
+                self._connections.append(connection)
+            try:
+                parameters = {"bits": bits, "hashes": hashes, "through": through}
+                table = connection.sql(sql, params=parameters).to_arrow_table()
+            finally:
+                with self._lock:
+                    if connection in self._connections:
+                        self._connections.remove(connection)
+                connection.close()
+        except duckdb.Error as error:
+            raise _unavailable(f"Cannot read the keys of {self.path!r}: {error}", error) from error
+        words = table.column("value").combine_chunks().cast(pa.uint64())
+        bitmap: bytes = words.buffers()[1].to_pybytes()
+        return bitmap[words.offset * 8 : (words.offset + len(words)) * 8]
 
     def append(self, records: Sequence[EventRecord], audit: Sequence[AuditRecord] = ()) -> None:
         if not records and not audit:
@@ -617,18 +654,7 @@ class DuckDBStorage:
         )
 
     def _close_root(self) -> None:
-        deadline = time.monotonic() + _REOPEN_WAIT_SECONDS
-        while True:
-            try:
-                self._database.close()
-                return
-            except duckdb.Error as error:
-                if time.monotonic() > deadline:
-                    raise LogUnavailable(
-                        f"Cannot reopen {self.path!r}: its connections stayed busy for "
-                        f"{_REOPEN_WAIT_SECONDS} s ({error})."
-                    ) from error
-            time.sleep(0.001)
+        _close_when_idle(self._database, f"Cannot reopen {self.path!r}")
 
     def close(self) -> None:
         # NOTE: DuckDB 2.0 checkpoints as the database closes, and no setting
@@ -636,8 +662,11 @@ class DuckDBStorage:
         with self._lock:
             connections, self._connections = self._connections, []
         for connection in connections:
-            connection.close()
-        self._database.close()
+            # A query still running on another thread, such as the fill of
+            # the key filter, ends with an error instead of holding the close.
+            connection.interrupt()
+            _close_when_idle(connection, f"Cannot close {self.path!r}")
+        _close_when_idle(self._database, f"Cannot close {self.path!r}")
 
     def _query(self, sql: str, parameters: list[Any] | None = None) -> list[tuple[Any, ...]]:
         try:
@@ -648,6 +677,22 @@ class DuckDBStorage:
     def _query_one(self, sql: str, parameters: list[Any] | None = None) -> tuple[Any, ...] | None:
         rows = self._query(sql, parameters)
         return rows[0] if rows else None
+
+
+def _close_when_idle(connection: duckdb.DuckDBPyConnection, failure: str) -> None:
+    """Close `connection`, retrying while another thread's query on it ends."""
+    deadline = time.monotonic() + _REOPEN_WAIT_SECONDS
+    while True:
+        try:
+            connection.close()
+            return
+        except duckdb.Error as error:
+            if time.monotonic() > deadline:
+                raise LogUnavailable(
+                    f"{failure}: its connections stayed busy for {_REOPEN_WAIT_SECONDS} s "
+                    f"({error})."
+                ) from error
+        time.sleep(0.001)
 
 
 def _file_size(path: str) -> int:

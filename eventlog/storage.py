@@ -163,6 +163,17 @@ class Storage(Protocol):
         """Return the stored events whose (source, id) hash is one of `keys`."""
         ...
 
+    def key_filter(self, bits: int, hashes: int, through: int) -> bytes:
+        """Return a Bloom filter of the keys of the events up to sequence `through`.
+
+        The filter has `bits` bits, a multiple of 64, as little-endian 64-bit
+        words: probe `i` of a key sets bit `(low + i * step) % bits`, where
+        `low` is the key's lower 32 bits and `step` its upper bits with the
+        lowest bit set, as `eventlog.keyfilter` does. May take seconds for a
+        long log; the writer runs it on a thread of its own.
+        """
+        ...
+
     def append(self, records: Sequence[EventRecord], audit: Sequence[AuditRecord] = ()) -> None:
         """Append events and audit records in one transaction, durable when this returns.
 

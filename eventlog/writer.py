@@ -29,6 +29,7 @@ from eventlog.errors import (
     StorageInvalidated,
 )
 from eventlog.event import CORE_ATTRIBUTES, Event, event_key
+from eventlog.keyfilter import HASHES, KeyFilter, bits_for
 from eventlog.storage import AuditRecord, EventRecord, Storage
 
 # `event_key` moved to eventlog.event and stays importable from here.
@@ -45,6 +46,9 @@ RECOVERY_SECONDS = 1.0
 # After a failed checkpoint, a busy writer tries again this often, between
 # groups; an idle one tries after IDLE_CHECKPOINT_SECONDS as always.
 CHECKPOINT_RETRY_SECONDS = 10.0
+
+# After storage failed to fill the key filter, the writer tries again this often.
+KEY_FILTER_RETRY_SECONDS = 10.0
 
 # An audit record of a publish names at most this many distinct sources.
 _AUDITED_SOURCES = 20
@@ -125,6 +129,14 @@ class Writer:
         self._unconfirmed: list[EventRecord] = []
         # When a busy writer next tries a checkpoint; None while none failed.
         self._checkpoint_retry_at: float | None = None
+        # The filter of stored keys once storage has filled it; until then every
+        # key is looked up. A new filter collects the keys of new events while
+        # storage fills it with the older ones, and replaces the old filter
+        # when that is done.
+        self._keys: KeyFilter | None = None
+        self._key_count = 0
+        self._filling: tuple[KeyFilter, Future[bytes]] | None = None
+        self._fill_retry_at = 0.0
         self._thread = threading.Thread(target=self._run, name="eventlog-writer", daemon=True)
 
     def start(self) -> None:
@@ -367,11 +379,12 @@ class Writer:
         return None if committed else error
 
     def _assign(self, group: list[AppendRequest]) -> list[EventRecord]:
+        self._maintain_key_filter()
         keys = [event.key for request in group for event in request.events]
-        stored = {
-            (found.source, found.id): (found.sequence, found.digest)
-            for found in self._storage.find(keys)
-        }
+        if self._keys is not None:
+            keys = [key for key in keys if self._keys.may_contain(key)]
+        found_keys = self._storage.find(keys) if keys else []
+        stored = {(found.source, found.id): (found.sequence, found.digest) for found in found_keys}
         now = datetime.now(UTC)
         recordedtime = max(now, self._last_recordedtime)
         stamp = format_time(recordedtime)
@@ -383,7 +396,63 @@ class Writer:
             if isinstance(outcome, list):
                 records.extend(request.new_records)
         self._last_recordedtime = recordedtime
+        # Before the commit, so that no stored key is ever missing from a filter.
+        filters = [self._keys] if self._keys is not None else []
+        if self._filling is not None:
+            filters.append(self._filling[0])
+        for key_filter in filters:
+            for record in records:
+                key_filter.add(record.key)
+        self._key_count += len(records)
         return records
+
+    def _maintain_key_filter(self) -> None:
+        """Install a filter that storage has filled, or start filling one when none is in use or the one in use is full."""
+        if self._filling is not None:
+            new, filled = self._filling
+            if not filled.done():
+                return
+            self._filling = None
+            try:
+                new.merge(filled.result())
+            except Exception as error:  # noqa: BLE001 - the writer must outlive a failed fill.
+                logger.warning(
+                    "Cannot fill the filter of stored keys, so duplicate checks query storage "
+                    "for every event; retrying in %.0f s: %s",
+                    KEY_FILTER_RETRY_SECONDS,
+                    error,
+                )
+                self._fill_retry_at = time.monotonic() + KEY_FILTER_RETRY_SECONDS
+                return
+            self._keys = new
+            logger.info(
+                "Filled the filter of stored keys: %d bits for up to %d keys",
+                new.bits,
+                new.capacity,
+            )
+            return
+        if self._keys is not None and self._key_count <= self._keys.capacity:
+            return
+        if time.monotonic() < self._fill_retry_at:
+            return
+        through = self._head
+        bits = bits_for(through)
+        fill: Future[bytes] = Future()
+
+        def run() -> None:
+            try:
+                fill.set_result(self._storage.key_filter(bits, HASHES, through))
+            except Exception as error:  # noqa: BLE001 - the writer thread logs it.
+                fill.set_exception(error)
+            # The writer installs the filter between groups, even when idle.
+            try:
+                self.run(self._maintain_key_filter)
+            except LogUnavailable:
+                pass  # Closing: the filter is not needed any more.
+
+        self._filling = (KeyFilter(bits), fill)
+        self._key_count = through
+        threading.Thread(target=run, name="eventlog-key-filter", daemon=True).start()
 
     def _assign_request(
         self,
