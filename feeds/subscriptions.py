@@ -29,7 +29,7 @@ from eventlog.subscription_filters import SubscriptionFilter
 from feeds.access import audit_record, authenticate, deny, require
 from feeds.grants import Principal
 from feeds.json_body import read_json_object
-from feeds.pages import BATCH_MEDIA_TYPE, parse_feed_query
+from feeds.pages import BATCH_MEDIA_TYPE, json_array, parse_feed_query
 from feeds.problems import Problem, bad_request
 from feeds.stream import open_stream, parse_last_event_id
 from feeds.subscription_registry import Subscription, SubscriptionRegistry
@@ -122,7 +122,7 @@ async def read_subscription(request: Request) -> Response:
     ]
     parameters.append(("after", str(page.next_after)))
     link = str(request.url.replace(query=urlencode(parameters)))
-    body = b"[" + b",".join(event.event for event in page.events) + b"]"
+    body = json_array([event.event for event in page.events])
     return Response(
         body, 200, headers={"Link": f'<{link}>; rel="next"'}, media_type=BATCH_MEDIA_TYPE
     )
