@@ -414,6 +414,17 @@ class TestStorageContract:
         assert store.find([good[0].key]) == []
         assert store.read_audit(AuditQuery()) == []
 
+    def test_failed_append_leaves_no_publish_record(self, store: Storage) -> None:
+        good = make_records(4)
+        broken = replace(good[-1], fields={k: v for k, v in good[-1].fields.items() if k != "type"})
+
+        with pytest.raises(EventLogError):
+            store.append([*good[:-1], broken], [published(1, 4)])
+
+        assert store.bounds().head == 0
+        assert store.find([good[0].key]) == []
+        assert store.read_audit(AuditQuery()) == []
+
     def test_failed_append_then_append_works(self, store: Storage) -> None:
         good = make_records(4)
         broken = replace(good[0], fields={k: v for k, v in good[0].fields.items() if k != "id"})
