@@ -113,6 +113,15 @@ def header_too_large(limit: int, *, url_too_long: bool) -> Problem:
     return Problem(431, "header-too-large", "Request header fields too large", detail, limit=limit)
 
 
+def too_many_header_fields(limit: int) -> Problem:
+    """Build the 431 problem for a request with more than `limit` header fields."""
+    detail = (
+        f"The request has more than {limit} header fields, the server's limit. Send fewer "
+        "headers, for example by combining repeated ones into one comma-separated field."
+    )
+    return Problem(431, "header-too-large", "Request header fields too large", detail, limit=limit)
+
+
 def header_timeout(seconds: float) -> Problem:
     """Build the 408 problem for a request line and headers not complete within `seconds`."""
     detail = (

@@ -27,6 +27,8 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 # Maximum size of a request line plus headers, in bytes: more than nginx's
 # default of four 8 KiB buffers, and less than Go's 1 MiB.
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+# Header fields of one request; more get 431.
+MAX_HEADER_FIELDS = 100
 # Seconds a client may take to send a request line and headers.
 DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0
 # Seconds a request body may pause between two reads.

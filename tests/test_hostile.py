@@ -26,7 +26,7 @@ import pytest
 from conftest import Server
 from harness import resident_bytes
 
-from feeds.settings import DEFAULT_MAX_HEADER_BYTES
+from feeds.settings import DEFAULT_MAX_HEADER_BYTES, MAX_HEADER_FIELDS
 
 HUGE = "9" * 5000  # Python's int() rejects more than 4300 digits.
 BEYOND_64_BITS = "9" * 25
@@ -433,6 +433,41 @@ def test_header_limit_is_exact(
         response = read_head_and_body(connection)
 
     assert parse_response(response)[0] == status, response[:500]
+
+
+def many_fields(count: int) -> bytes:
+    """Return `count` header fields, Host included."""
+    return b"".join([b"Host: test\r\n", *(b"X-F%d: 1\r\n" % n for n in range(count - 1))])
+
+
+def test_header_fields_at_limit_served(hostile_server: Server) -> None:
+    head = b"GET /health HTTP/1.1\r\n" + many_fields(MAX_HEADER_FIELDS) + b"\r\n"
+
+    with connect(hostile_server) as connection:
+        connection.sendall(head)
+        response = read_head_and_body(connection)
+
+    assert parse_response(response)[0] == 200, response[:500]
+
+
+def test_header_fields_over_limit_get_431(hostile_server: Server) -> None:
+    head = b"GET /health HTTP/1.1\r\n" + many_fields(MAX_HEADER_FIELDS + 1) + b"\r\n"
+
+    with connect(hostile_server) as connection:
+        # A second request in the same write must not be served after the rejection.
+        connection.sendall(head + request_line(b"/health"))
+        raw, clean = read_until_closed(connection)
+
+    status, headers, body = parse_response(raw)
+    assert status == 431, raw[:500]
+    assert headers["connection"] == "close"
+    problem = orjson.loads(body)
+    assert problem["type"] == "urn:eventlog:problem:header-too-large"
+    assert problem["limit"] == MAX_HEADER_FIELDS
+    assert f"more than {MAX_HEADER_FIELDS} header fields" in problem["detail"]
+    assert raw.count(b"HTTP/1.1 ") == 1
+    assert clean
+    check_healthy(hostile_server)
 
 
 def test_huge_header_not_buffered(hostile_server: Server) -> None:
