@@ -87,6 +87,10 @@ ARCHIVE_FOLDER = "archive"
 # (8 to 14 ms on that disk), and one of 10,000 in twice that.
 TRIM_STEP_EVENTS = 10_000
 DELETE_STEP_EVENTS = 2_000
+# Waits with `coalesced=True` (live streams) end at most once per this
+# interval, all together, so that commits closer together than this wake each
+# stream once and it sends their events in one write.
+COALESCED_WAKE_SECONDS = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +141,7 @@ class EventLog:
         max_group_events: int = DEFAULT_MAX_GROUP_EVENTS,
         archive: Archive | None = None,
         retention: RetentionPolicy | None = None,
+        coalesced_wake_seconds: float = COALESCED_WAKE_SECONDS,
     ) -> None:
         if retention and archive is None:
             raise ValueError("Retention needs an archive to write the events it removes to.")
@@ -160,6 +165,10 @@ class EventLog:
         self._trimming = asyncio.Lock()
         self._retention: asyncio.Task[None] | None = None
         self._head_changed = asyncio.Event()
+        self._head_coalesced = asyncio.Event()
+        self._coalesced_wake_seconds = coalesced_wake_seconds
+        self._coalesced_wake: asyncio.TimerHandle | None = None
+        self._coalesced_woken_at = 0.0
         self._healthy = True
         self._closed = False
         self._stopping = False
@@ -320,13 +329,22 @@ class EventLog:
             if after >= self._head:
                 await self.wait_for_head(after, remaining)
 
-    async def wait_for_head(self, beyond: int, timeout: float | None = None) -> bool:
-        """Wait until the head passes `beyond`; return False if the time ran out first."""
+    async def wait_for_head(
+        self, beyond: int, timeout: float | None = None, *, coalesced: bool = False
+    ) -> bool:
+        """Wait until the head passes `beyond`; return False if the time ran out first.
+
+        With `coalesced`, the wait ends together with every other coalesced
+        wait, at most once per `coalesced_wake_seconds` (given to the
+        constructor): the first commit after a quiet interval ends it at
+        once, and later ones at the end of the interval. Shutdown ends it
+        at once.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while self._head <= beyond:
             if self._stopping:
                 return False
-            changed = self._head_changed
+            changed = self._head_coalesced if coalesced else self._head_changed
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return False
@@ -605,8 +623,16 @@ class EventLog:
             self._healthy = True
             stats.appended_events += len(records)
             stats.commits += 1
+
+        self._reply(group)
+        # After the replies, so that the publishers' tasks run before the
+        # readers' tasks that the announcement wakes, and an acknowledgement
+        # does not wait for the writes to every stream.
+        if records:
             self._announce()
 
+    def _reply(self, group: list[AppendRequest]) -> None:
+        stats = self.stats
         for request in group:
             reply: asyncio.Future[list[Appended]] = request.reply
             outcome = request.outcome
@@ -627,6 +653,24 @@ class EventLog:
 
     def _announce(self) -> None:
         changed, self._head_changed = self._head_changed, asyncio.Event()
+        changed.set()
+        self._schedule_coalesced_wake()
+
+    def _schedule_coalesced_wake(self) -> None:
+        if self._coalesced_wake is not None and not self._stopping:
+            return
+        due = self._coalesced_woken_at + self._coalesced_wake_seconds
+        if self._stopping or self._loop.time() >= due:
+            self._wake_coalesced()
+        else:
+            self._coalesced_wake = self._loop.call_at(due, self._wake_coalesced)
+
+    def _wake_coalesced(self) -> None:
+        if self._coalesced_wake is not None:
+            self._coalesced_wake.cancel()
+            self._coalesced_wake = None
+        self._coalesced_woken_at = self._loop.time()
+        changed, self._head_coalesced = self._head_coalesced, asyncio.Event()
         changed.set()
 
 

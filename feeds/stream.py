@@ -14,6 +14,13 @@ The wire format, one message per event:
     id: 42
     data: {"specversion":"1.0","id":"…","sequence":"42",…}
 
+Streams share the encoding: `Frames` encodes each recent event's message
+once, and streams that send the same events (typically every stream at the
+head, woken together) share one joined chunk for them. A stream writes each
+page of up to STREAM_PAGE_EVENTS events as one chunk, so a stream at the
+head makes one transport write per wake-up for the events of several
+commits.
+
 The first message carries only `retry:` and the start cursor as `id:`. It
 dispatches no event, but an `EventSource` remembers the id, so a reconnect
 that happens before the first event resumes where the stream began.
@@ -36,6 +43,7 @@ from starlette.responses import Response
 
 from eventlog import EventLog, EventLogError, LogUnavailable, Page
 from eventlog.filters import Matcher
+from eventlog.storage import StoredEvent
 from feeds.access import audit_record, authenticate, require
 from feeds.grants import Principal
 from feeds.metrics import Metrics
@@ -58,6 +66,69 @@ STREAM_PAGE_EVENTS = 100
 RETRY_MILLISECONDS = 2000
 
 DEFAULT_HEARTBEAT_SECONDS = 15.0
+
+# Frames kept for sharing: the messages of the newest events, about 6 MB for
+# events of 1.4 KB. Older events, read by streams still sending history, are
+# encoded per stream and not kept.
+SHARED_FRAME_EVENTS = 4096
+# Joined chunks kept for sharing, one per (selection, first, last) sent.
+SHARED_CHUNKS = 16
+
+
+class Frames:
+    """SSE messages of recent events, each encoded once and shared by every stream that sends it.
+
+    Events never change once committed, so a message cached for a sequence
+    stays valid. Streams with the same selection that send the same run of
+    events also share the joined chunk: its first and last sequence and the
+    selection determine which events lie between.
+    Used from the event loop's thread only.
+    """
+
+    def __init__(self, log: EventLog) -> None:
+        self._log = log
+        self._frames: dict[int, bytes] = {}
+        # Keys hold the selection, a frozen dataclass compared by value.
+        self._chunks: dict[tuple[object, int, int], bytes] = {}
+
+    def encode(self, selection: Matcher, events: list[StoredEvent]) -> bytes:
+        """Return the messages of `events`, read with `selection`, as one chunk."""
+        key = (selection, events[0].sequence, events[-1].sequence)
+        chunk = self._chunks.get(key)
+        if chunk is not None:
+            return chunk
+
+        chunk = b"".join([self._frame(event) for event in events])
+        if events[-1].sequence > self._log.head - SHARED_FRAME_EVENTS:
+            if len(self._chunks) >= SHARED_CHUNKS:
+                del self._chunks[next(iter(self._chunks))]
+            self._chunks[key] = chunk
+        return chunk
+
+    def _frame(self, event: StoredEvent) -> bytes:
+        frame = self._frames.get(event.sequence)
+        if frame is not None:
+            return frame
+
+        # Stored events are one line of JSON already, so each is one `data:` line.
+        frame = b"id: %d\ndata: %s\n\n" % (event.sequence, event.event)
+        if event.sequence > self._log.head - SHARED_FRAME_EVENTS:
+            # Insertion order is close to sequence order, so the first key is
+            # about the oldest.
+            if len(self._frames) >= SHARED_FRAME_EVENTS:
+                del self._frames[next(iter(self._frames))]
+            self._frames[event.sequence] = frame
+        return frame
+
+
+def shared_frames(request: Request) -> Frames:
+    """Return the application's `Frames`, made at the first stream."""
+    state = request.app.state
+    frames: Frames | None = getattr(state, "stream_frames", None)
+    if frames is None:
+        frames = Frames(state.log)
+        state.stream_frames = frames
+    return frames
 
 
 @dataclass(slots=True)
@@ -148,7 +219,14 @@ async def open_stream(
 
     settings = request.app.state.settings
     messages = _messages(
-        log, request.app.state.metrics, selection, first, start, record_delivery, stop
+        log,
+        shared_frames(request),
+        request.app.state.metrics,
+        selection,
+        first,
+        start,
+        record_delivery,
+        stop,
     )
     return EventSourceResponse(
         messages,
@@ -180,6 +258,7 @@ def parse_last_event_id(headers: Mapping[str, str]) -> int | None:
 
 async def _messages(
     log: EventLog,
+    frames: Frames,
     metrics: Metrics,
     filter: Matcher,
     page: Page,
@@ -207,7 +286,7 @@ async def _messages(
         yield b"retry: %d\nid: %d\n\n" % (RETRY_MILLISECONDS, start)
         while True:
             if page.events:
-                yield _encode(page)
+                yield frames.encode(filter, page.events)
                 _count(delivery, page)
             delivery.cursor = page.next_after
             if delivery.cursor >= log.head and not await _wait(log, delivery.cursor, stop):
@@ -229,8 +308,8 @@ async def _messages(
 async def _wait(log: EventLog, cursor: int, stop: asyncio.Event | None) -> bool:
     """Wait until the head passes `cursor`; return False when the log or `stop` ends the wait."""
     if stop is None:
-        return await log.wait_for_head(cursor)
-    head_moved = asyncio.ensure_future(log.wait_for_head(cursor))
+        return await log.wait_for_head(cursor, coalesced=True)
+    head_moved = asyncio.ensure_future(log.wait_for_head(cursor, coalesced=True))
     stopped = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait((head_moved, stopped), return_when=asyncio.FIRST_COMPLETED)
@@ -262,10 +341,3 @@ def _audit(
         detail={**detail, "start": delivery.start, "cursor": delivery.cursor},
     )
     log.record(record)
-
-
-def _encode(page: Page) -> bytes:
-    # Stored events are one line of JSON already, so each is one `data:` line.
-    return b"".join(
-        b"id: %d\ndata: %s\n\n" % (event.sequence, event.event) for event in page.events
-    )
