@@ -59,7 +59,6 @@ CREATE TABLE IF NOT EXISTS events (
     digest BLOB NOT NULL,
     event VARCHAR NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_key ON events (key);
 CREATE SEQUENCE IF NOT EXISTS audit_ids;
 CREATE TABLE IF NOT EXISTS audit (
     id BIGINT NOT NULL DEFAULT nextval('audit_ids'),
@@ -181,6 +180,22 @@ _FIRST_WINDOW = 4_096
 _MAX_WINDOW = 262_144
 _MAX_SCAN = 1_048_576
 
+# DuckDB's memory limit (its default is 80% of RAM), so that it evicts cached
+# column blocks instead of keeping every block that a scan loaded. On the 10M
+# log, in-process, 1,600 appends after the key filter's fill left the process
+# at 295 MB RSS with this limit and at 551 MB without one. Pages, GROUP BY
+# queries and duplicate checks ran under it. The key filter's query gets
+# more, because at a limit of 120 MB it failed.
+# NOTE: a POST /query that needs more than this, such as a large ORDER BY,
+# spills to DuckDB's temporary folder or fails with "Out of Memory Error".
+MEMORY_LIMIT_BYTES = 100_000_000
+# Memory that the key filter's query needs besides the limit, per byte of the
+# filter: a bit string per thread, the result, and its BLOB copy.
+_KEY_FILTER_MEMORY_PER_BYTE = 4
+
+# Each byte value with its bits in reverse order.
+_REVERSED_BITS = bytes(int(f"{value:08b}"[::-1], 2) for value in range(256))
+
 
 class DuckDBStorage:
     """Events in one DuckDB database file; see `eventlog.storage.Storage`."""
@@ -234,8 +249,10 @@ class DuckDBStorage:
     def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         try:
             database = duckdb.connect(self.path, read_only=read_only)
+            database.execute(f"SET memory_limit = '{MEMORY_LIMIT_BYTES}B'")
             if not read_only:
                 database.execute(_SCHEMA)
+                _drop_key_index(database)
         except duckdb.Error as error:
             raise LogUnavailable(
                 f"Cannot open the event database {self.path!r}: {error}. Check that no other "
@@ -259,50 +276,57 @@ class DuckDBStorage:
         return LogBounds(earliest, head, last_recordedtime, trimmed_recordedtime)
 
     def find(self, keys: Sequence[int]) -> list[StoredKey]:
+        # Without an index on `key`, the first query scans the `key` and
+        # `sequence` columns only. The second reads the other columns of the
+        # few rows found, which zone maps on `sequence` locate.
         if not keys:
             return []
+        found = self._query("SELECT sequence FROM events WHERE key IN ?", [list(set(keys))])
+        if not found:
+            return []
         rows = self._query(
-            "SELECT source, id, sequence, digest FROM events WHERE key IN ?",
-            [list(set(keys))],
+            "SELECT source, id, sequence, digest FROM events WHERE sequence IN ?",
+            [[row[0] for row in found]],
         )
         return [StoredKey(row[0], row[1], row[2], bytes(row[3])) for row in rows]
 
     def key_filter(self, bits: int, hashes: int, through: int) -> bytes:
-        # One row per 64-bit word, zeros included, so that the Arrow column's
-        # data buffer is the bitmap itself.
+        # `bitstring_agg` keeps one bit string of `bits` per thread. A GROUP BY
+        # over the 64-bit words built a hash table of every word instead. On a
+        # log of 10M events that raised the process's RSS to about 1 GB, and
+        # this query to about 460 MB (DuckDB 2.0.1, 2 threads). The bit string
+        # is big-endian within each byte and the filter little-endian, so each
+        # byte is reversed.
         sql = """
-            WITH probes AS (
-                SELECT ((key & 4294967295) + probe * ((key >> 32) | 1)) % $bits AS position
-                FROM events, range($hashes) AS probes(probe)
-                WHERE sequence <= $through
-            ),
-            words AS (
-                SELECT position >> 6 AS word, bit_or(1::UBIGINT << (position & 63)) AS value
-                FROM probes
-                GROUP BY word
-            )
-            SELECT coalesce(value, 0::UBIGINT) AS value
-            FROM range($bits // 64) AS slots(word) LEFT JOIN words USING (word)
-            ORDER BY word
+            SELECT bitstring_agg(
+                ((key & 4294967295) + probe * ((key >> 32) | 1)) % $bits, 0, $bits - 1
+            )::BLOB AS bitmap
+            FROM events, range($hashes) AS probes(probe)
+            WHERE sequence <= $through
         """
         try:
             # Listed with the others, so that `close` interrupts the query.
             with self._lock:
                 connection = self._database.cursor()
                 self._connections.append(connection)
+            extra = bits // 8 * _KEY_FILTER_MEMORY_PER_BYTE
+            connection.execute(f"SET memory_limit = '{MEMORY_LIMIT_BYTES + extra}B'")
             try:
                 parameters = {"bits": bits, "hashes": hashes, "through": through}
-                table = connection.sql(sql, params=parameters).to_arrow_table()
+                row = connection.execute(sql, parameters).fetchone()
             finally:
+                # Back to the limit: DuckDB evicts cached blocks down to it.
+                connection.execute(f"SET memory_limit = '{MEMORY_LIMIT_BYTES}B'")
                 with self._lock:
                     if connection in self._connections:
                         self._connections.remove(connection)
                 connection.close()
         except duckdb.Error as error:
             raise _unavailable(f"Cannot read the keys of {self.path!r}: {error}", error) from error
-        words = table.column("value").combine_chunks().cast(pa.uint64())
-        bitmap: bytes = words.buffers()[1].to_pybytes()
-        return bitmap[words.offset * 8 : (words.offset + len(words)) * 8]
+        if row is None or row[0] is None:
+            # No event up to `through`: the aggregate of no rows is NULL.
+            return bytes(bits // 8)
+        return bytes(row[0]).translate(_REVERSED_BITS)
 
     def append(self, records: Sequence[EventRecord], audit: Sequence[AuditRecord] = ()) -> None:
         if not records and not audit:
@@ -699,6 +723,24 @@ def _close_when_idle(connection: duckdb.DuckDBPyConnection, failure: str) -> Non
                     f"({error})."
                 ) from error
         time.sleep(0.001)
+
+
+def _drop_key_index(database: duckdb.DuckDBPyConnection) -> None:
+    """Drop the ART index `events_key` that earlier versions created, when it exists.
+
+    DuckDB keeps an ART index's nodes in memory once inserts or lookups load
+    them: 349 MB for 10M keys. The writer's Bloom filter of keys leaves
+    `find` few lookups, and those scan the `key` column instead. The DROP
+    runs only when the index exists, so that an open writes nothing to the
+    catalog, which fails on a full disk.
+    """
+    exists = database.execute(
+        "SELECT count(*) FROM duckdb_indexes() WHERE table_name = 'events' "
+        "AND index_name = 'events_key'"
+    ).fetchone()
+    if exists is not None and exists[0]:
+        database.execute("DROP INDEX events_key")
+        logger.info("Dropped the index events_key; duplicate checks scan the key column")
 
 
 def _file_size(path: str) -> int:

@@ -20,6 +20,7 @@ HASHES = 8
 BITS_PER_KEY = 12
 # A new filter has room for twice the keys it starts with, and at least this many.
 MIN_CAPACITY = 2_000_000
+_MERGE_SLICE_BYTES = 1 << 20
 
 
 def bits_for(keys: int) -> int:
@@ -71,5 +72,10 @@ class KeyFilter:
             raise ValueError(
                 f"Cannot merge a bitmap of {len(bitmap)} bytes into one of {len(self._bitmap)}."
             )
-        merged = int.from_bytes(self._bitmap, "little") | int.from_bytes(bitmap, "little")
-        self._bitmap = bytearray(merged.to_bytes(len(bitmap), "little"))
+        # In slices, so that the temporary integers stay small next to a bitmap of 30 MB.
+        for start in range(0, len(bitmap), _MERGE_SLICE_BYTES):
+            end = start + _MERGE_SLICE_BYTES
+            merged = int.from_bytes(self._bitmap[start:end], "little") | int.from_bytes(
+                bitmap[start:end], "little"
+            )
+            self._bitmap[start:end] = merged.to_bytes(len(bitmap[start:end]), "little")
