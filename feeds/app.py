@@ -21,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 from eventlog import EventLog
 from eventlog.event import DEFAULT_MAX_EVENT_BYTES
 from eventlog.history import DEFAULT_QUERY_SECONDS
-from eventlog.log import DEFAULT_TAIL_CAPACITY
+from eventlog.log import DEFAULT_TAIL_BYTES, DEFAULT_TAIL_CAPACITY
 from eventlog.retention import RetentionPolicy
 from feeds.access import RedactTokens
 from feeds.admin import create_token, list_tokens, read_audit, revoke_token
@@ -61,6 +61,8 @@ class Settings:
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     tail_capacity: int = DEFAULT_TAIL_CAPACITY
+    # The bound on the bytes of the encoded events in the tail.
+    tail_bytes: int = DEFAULT_TAIL_BYTES
     # Seconds between heartbeat comments on idle streams.
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
     # False serves every request as an admin, on loopback addresses only.
@@ -99,6 +101,7 @@ def create_app(
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     tail_capacity: int = DEFAULT_TAIL_CAPACITY,
+    tail_bytes: int = DEFAULT_TAIL_BYTES,
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
     auth: bool = True,
     retain_days: float | None = None,
@@ -116,6 +119,7 @@ def create_app(
         max_event_bytes=max_event_bytes,
         max_request_bytes=max_request_bytes,
         tail_capacity=tail_capacity,
+        tail_bytes=tail_bytes,
         heartbeat_seconds=heartbeat_seconds,
         auth=auth,
         retention=RetentionPolicy(days=retain_days, events=retain_events),
@@ -129,6 +133,7 @@ def create_app(
         log = await EventLog.open(
             path,
             tail_capacity=settings.tail_capacity,
+            tail_bytes=settings.tail_bytes,
             max_event_bytes=settings.max_event_bytes,
             retention=settings.retention,
         )
@@ -196,7 +201,7 @@ def app_from_environment() -> Starlette:
 
     `EVENTLOG_DATA_DIR` is the data folder (required). Optional:
     `EVENTLOG_MAX_EVENT_BYTES`, `EVENTLOG_TAIL_CAPACITY` (events kept in
-    memory), `EVENTLOG_HEARTBEAT_SECONDS` (between comments on idle
+    memory), `EVENTLOG_TAIL_BYTES` (their maximum size in bytes), `EVENTLOG_HEARTBEAT_SECONDS` (between comments on idle
     streams, default 15), `EVENTLOG_RETAIN_DAYS` and `EVENTLOG_RETAIN_EVENTS`
     (retention limits, default none) and `EVENTLOG_QUERY_SECONDS` (the time
     limit of POST /query, default 30). Run it with the request limits of
@@ -211,6 +216,7 @@ def app_from_environment() -> Starlette:
         Path(data_dir),
         max_event_bytes=int(os.environ.get("EVENTLOG_MAX_EVENT_BYTES", DEFAULT_MAX_EVENT_BYTES)),
         tail_capacity=int(os.environ.get("EVENTLOG_TAIL_CAPACITY", DEFAULT_TAIL_CAPACITY)),
+        tail_bytes=int(os.environ.get("EVENTLOG_TAIL_BYTES", DEFAULT_TAIL_BYTES)),
         heartbeat_seconds=_positive_seconds(
             "EVENTLOG_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS
         ),

@@ -43,11 +43,13 @@ GIL_SWITCH_INTERVAL = 0.0005
 # (measured by tests/test_shutdown.py).
 GRACEFUL_SHUTDOWN_SECONDS = 3
 
-# Copies of `eventlog.event.DEFAULT_MAX_EVENT_BYTES` and
-# `eventlog.log.DEFAULT_TAIL_CAPACITY`, so that client commands start without
-# importing the log and its database driver. A test keeps them equal.
+# Copies of `eventlog.event.DEFAULT_MAX_EVENT_BYTES`,
+# `eventlog.log.DEFAULT_TAIL_CAPACITY` and `eventlog.log.DEFAULT_TAIL_BYTES`, so
+# that client commands start without importing the log and its database
+# driver. Tests keep them equal.
 SERVER_DEFAULT_MAX_EVENT_BYTES = 65536
 SERVER_DEFAULT_TAIL_CAPACITY = 50_000
+SERVER_DEFAULT_TAIL_BYTES = 32 * 1024 * 1024
 
 
 # The client commands, by name, imported only when they run or are listed, so
@@ -117,6 +119,14 @@ def cli() -> None:
     help="Number of newest events kept in memory for fast reads.",
 )
 @click.option(
+    "--tail-bytes",
+    type=click.IntRange(min=1),
+    default=SERVER_DEFAULT_TAIL_BYTES,
+    show_default=True,
+    help="Maximum bytes of encoded events kept in memory; the oldest are dropped "
+    "first. Example: --tail-bytes 67108864 for 64 MiB.",
+)
+@click.option(
     "--retain-days",
     type=click.FloatRange(min=0, min_open=True),
     help="Keep the events recorded in the last this many days; older ones move to the "
@@ -168,6 +178,7 @@ def serve(
     port: int,
     max_event_bytes: int,
     tail_capacity: int,
+    tail_bytes: int,
     retain_days: float | None,
     retain_events: int | None,
     max_header_bytes: int,
@@ -218,6 +229,7 @@ def serve(
         data_dir,
         max_event_bytes=max_event_bytes,
         tail_capacity=tail_capacity,
+        tail_bytes=tail_bytes,
         auth=not no_auth,
         retain_days=retain_days,
         retain_events=retain_events,

@@ -42,6 +42,8 @@ SUBJECTS = ("/party/1", "/party/2", "/party/3", "/party/4", "/party/5", "/party/
 SERVER_EVENTS = 200_000
 # The server's tail has room for them and for the events that the tests publish.
 SERVER_TAIL_CAPACITY = SERVER_EVENTS + 1_000
+# A byte bound that every one of those events fits in, at most 1 KB each.
+SERVER_TAIL_BYTES = SERVER_TAIL_CAPACITY * 1024
 # Events in the library tests' log.
 LIBRARY_EVENTS = 3_000
 FILL_SECONDS = 120.0
@@ -169,7 +171,10 @@ def reads_to_compare(recorded: str) -> list[dict[str, str]]:
 def test_reads_during_fill_equal_reads_after(server_log: Path, tmp_path: Path) -> None:
     data_dir = copy_log(server_log, tmp_path / "data")
     server = Server(
-        data_dir, EVENTLOG_NO_AUTH="0", EVENTLOG_TAIL_CAPACITY=str(SERVER_TAIL_CAPACITY)
+        data_dir,
+        EVENTLOG_NO_AUTH="0",
+        EVENTLOG_TAIL_CAPACITY=str(SERVER_TAIL_CAPACITY),
+        EVENTLOG_TAIL_BYTES=str(SERVER_TAIL_BYTES),
     )
     server.start()
     try:
@@ -243,7 +248,10 @@ def compare_reads(server: Server, admin: httpx.Client, admin_token: str) -> None
 def test_reader_sees_only_granted_during_fill(server_log: Path, tmp_path: Path) -> None:
     data_dir = copy_log(server_log, tmp_path / "data")
     server = Server(
-        data_dir, EVENTLOG_NO_AUTH="0", EVENTLOG_TAIL_CAPACITY=str(SERVER_TAIL_CAPACITY)
+        data_dir,
+        EVENTLOG_NO_AUTH="0",
+        EVENTLOG_TAIL_CAPACITY=str(SERVER_TAIL_CAPACITY),
+        EVENTLOG_TAIL_BYTES=str(SERVER_TAIL_BYTES),
     )
     server.start()
     try:
@@ -269,7 +277,12 @@ def test_reader_sees_only_granted_during_fill(server_log: Path, tmp_path: Path) 
 
 def test_shutdown_during_fill_keeps_log(server_log: Path, tmp_path: Path) -> None:
     data_dir = copy_log(server_log, tmp_path / "data")
-    server = Server(data_dir, "info", EVENTLOG_TAIL_CAPACITY=str(SERVER_TAIL_CAPACITY))
+    server = Server(
+        data_dir,
+        "info",
+        EVENTLOG_TAIL_CAPACITY=str(SERVER_TAIL_CAPACITY),
+        EVENTLOG_TAIL_BYTES=str(SERVER_TAIL_BYTES),
+    )
     server.start()
     with httpx.Client(base_url=server.url, timeout=30.0) as client:
         assert metric(client, "eventlog_tail_filling") == 1
@@ -488,7 +501,7 @@ def test_reads_during_fill_match_model(
 
 def test_trim_during_fill_keeps_tail_dense(server_log: Path, tmp_path: Path) -> None:
     async def trim_while_filling(path: Path) -> None:
-        log = await EventLog.open(path, tail_capacity=SERVER_EVENTS)
+        log = await EventLog.open(path, tail_capacity=SERVER_EVENTS, tail_bytes=SERVER_TAIL_BYTES)
         try:
             assert await log.trim(1_000) == 1_000
             assert log.tail_filling, "the fill ended before the trim"
