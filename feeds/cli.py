@@ -264,7 +264,10 @@ def _http_protocol(
         return "h11"
     from feeds.server import RequestLimits, bounded_protocol
 
-    return bounded_protocol(RequestLimits(max_header_bytes, header_timeout, body_timeout))
+    limits = RequestLimits(
+        max_header_bytes=max_header_bytes, header_timeout=header_timeout, body_timeout=body_timeout
+    )
+    return bounded_protocol(limits)
 
 
 def _importable(module: str) -> bool:

@@ -17,8 +17,10 @@ import os
 import resource
 import select
 import socket
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import orjson
@@ -504,6 +506,45 @@ def test_silent_connection_closed(impatient_server: Server) -> None:
     assert problem["seconds"] == SHORT_HEADER_TIMEOUT
     assert "--header-timeout" in problem["detail"]
     assert clean
+
+
+class ImpatientServeCommand(Server):
+    """`eventlog serve` with a short header timeout given as its option."""
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "feeds.cli",
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+            "--no-auth",
+            "--header-timeout",
+            str(SHORT_HEADER_TIMEOUT),
+        ]
+
+
+def test_serve_options_set_limits(tmp_path: Path) -> None:
+    served = ImpatientServeCommand(tmp_path / "data")
+    served.start()
+    try:
+        with connect(served) as connection:
+            silent, _ = read_until_closed(connection)
+        with connect(served) as connection:
+            connection.sendall(
+                b"GET /health HTTP/1.1\r\n" + many_fields(MAX_HEADER_FIELDS + 1) + b"\r\n"
+            )
+            crowded, _ = read_until_closed(connection)
+    finally:
+        served.stop()
+
+    silent_problem = orjson.loads(parse_response(silent)[2])
+    assert parse_response(silent)[0] == 408, silent[:500]
+    assert silent_problem["seconds"] == SHORT_HEADER_TIMEOUT
+    assert parse_response(crowded)[0] == 431, crowded[:500]
 
 
 def test_slowloris_closed(impatient_server: Server) -> None:
