@@ -313,7 +313,7 @@ class DuckDBStorage:
             connection.execute(f"SET memory_limit = '{MEMORY_LIMIT_BYTES + extra}B'")
             try:
                 parameters = {"bits": bits, "hashes": hashes, "through": through}
-                row = connection.execute(sql, parameters).fetchone()
+                rows = connection.execute(sql, parameters).fetchall()
             finally:
                 # Back to the limit: DuckDB evicts cached blocks down to it.
                 connection.execute(f"SET memory_limit = '{MEMORY_LIMIT_BYTES}B'")
@@ -323,10 +323,11 @@ class DuckDBStorage:
                 connection.close()
         except duckdb.Error as error:
             raise _unavailable(f"Cannot read the keys of {self.path!r}: {error}", error) from error
-        if row is None or row[0] is None:
+        ((bitmap,),) = rows
+        if bitmap is None:
             # No event up to `through`: the aggregate of no rows is NULL.
             return bytes(bits // 8)
-        return bytes(row[0]).translate(_REVERSED_BITS)
+        return bytes(bitmap).translate(_REVERSED_BITS)
 
     def append(self, records: Sequence[EventRecord], audit: Sequence[AuditRecord] = ()) -> None:
         if not records and not audit:
@@ -734,11 +735,14 @@ def _drop_key_index(database: duckdb.DuckDBPyConnection) -> None:
     runs only when the index exists, so that an open writes nothing to the
     catalog, which fails on a full disk.
     """
-    exists = database.execute(
+    # fetchall, not fetchone: a result read only in part keeps its
+    # transaction open, and CHECKPOINT then fails after any later DELETE or
+    # UPDATE with "there are other write transactions active".
+    ((count,),) = database.execute(
         "SELECT count(*) FROM duckdb_indexes() WHERE table_name = 'events' "
         "AND index_name = 'events_key'"
-    ).fetchone()
-    if exists is not None and exists[0]:
+    ).fetchall()
+    if count:
         database.execute("DROP INDEX events_key")
         logger.info("Dropped the index events_key; duplicate checks scan the key column")
 

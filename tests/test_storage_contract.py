@@ -23,7 +23,14 @@ from eventlog.duckdb_storage import DuckDBStorage
 from eventlog.errors import EventLogError, LogUnavailable
 from eventlog.event import attribute_strings, parse_event
 from eventlog.filters import Filter, Matcher, Selection
-from eventlog.storage import AuditQuery, AuditRecord, EventRecord, Storage, StoredEvent
+from eventlog.storage import (
+    AuditQuery,
+    AuditRecord,
+    EventRecord,
+    Storage,
+    StoredEvent,
+    SubscriptionRecord,
+)
 from eventlog.writer import _record, event_key, format_time
 
 # A function that opens the same store each time it is called, so that a
@@ -399,6 +406,21 @@ class TestStorageContract:
         assert [entry.record.last_sequence for entry in before] == [3, 6]
         assert after_one == before
         assert after_all == before
+
+    def test_checkpoint_after_subscription_changes(self, store: Storage) -> None:
+        # A read left open by the store made CHECKPOINT fail after any DELETE
+        # or UPDATE, and so on every later idle moment of the writer.
+        moment = START
+        record = SubscriptionRecord("orders", "tester", "{}", 0, moment, moment)
+        store.save_subscription(record, audit("subscription.create"))
+        store.set_cursor("orders", 2, audit("subscription.ack"), advance_only=True)
+        store.delete_subscription("orders", audit("subscription.delete"))
+        store.append(make_records(2))
+
+        store.checkpoint()
+
+        assert store.load_subscriptions() == []
+        assert store.bounds().head == 2
 
     def test_failed_append_leaves_nothing(self, store: Storage) -> None:
         store.append(make_records(3))
