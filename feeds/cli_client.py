@@ -270,7 +270,11 @@ def rejection(response: httpx.Response, description: str) -> RequestFailed:
     if problem.detail:
         message += f": {problem.detail}"
     if response.status_code == 401:
-        message += f" Give a token with --token or {TOKEN_VARIABLE}."
+        message += (
+            f" Give a token with --token or {TOKEN_VARIABLE}, or, for a server on this "
+            f"machine, set {DATA_DIR_VARIABLE} to its data folder, where it wrote "
+            f"{ADMIN_TOKEN_FILE} (looked in {str(default_data_dir())!r})."
+        )
     if response.is_server_error:
         return ServerUnavailable(message)
     return RequestFailed(message)

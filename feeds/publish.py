@@ -90,6 +90,10 @@ def _check_grants(request: Request, principal: Principal, events: list[Event]) -
     if not denied:
         return
     shown = ", ".join(str(i) for i in denied[:20]) + (", …" if len(denied) > 20 else "")
+    publish_grants = (
+        ", ".join(repr(grant.text) for grant in principal.grants if grant.action == "publish")
+        or "none"
+    )
     deny(
         request,
         principal,
@@ -100,7 +104,10 @@ def _check_grants(request: Request, principal: Principal, events: list[Event]) -
             {
                 "index": i,
                 "attribute": "source",
-                "message": "No publish grant of this token matches the event.",
+                "message": (
+                    f"No publish grant of this token matches the event, whose source is "
+                    f"{events[i].source!r}; its publish grants are {publish_grants}."
+                ),
             }
             for i in denied
         ],

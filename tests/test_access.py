@@ -177,6 +177,8 @@ def test_publish_outside_grant_rejects_batch(auth_server: Server, admin: httpx.C
     assert response.status_code == 403
     problem = response.json()
     assert [error["index"] for error in problem["errors"]] == [1]
+    assert "'urn:other:c'" in problem["errors"][0]["message"]
+    assert "'publish source=https://svc.example/*'" in problem["errors"][0]["message"]
     assert admin.get("/health").json()["head"] == head
 
 
