@@ -66,7 +66,7 @@ _SIMPLE_URI = re.compile(
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _MEDIA_TYPE = re.compile(
     rf"{_TOKEN}/{_TOKEN}"
-    rf"(\s*;\s*{_TOKEN}=({_TOKEN}|\"([^\"\\\\]|\\\\.)*\"))*\s*"
+    rf"(\s*;\s*{_TOKEN}=({_TOKEN}|\"([^\"\\]|\\.)*\"))*\s*"
 )
 
 

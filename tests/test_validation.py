@@ -297,6 +297,26 @@ def test_a_paired_surrogate_escape_is_accepted(client: httpx.Client) -> None:
     assert response.status_code == 201, response.text
 
 
+@pytest.mark.parametrize(
+    "media_type",
+    [
+        'text/plain; name="a\\"b"',
+        'text/plain; name="\\/"',
+        'text/plain; name="x\\\\y"',
+        "application/json;charset=utf-8",
+    ],
+)
+def test_a_media_type_with_quoted_pairs_is_accepted(client: httpx.Client, media_type: str) -> None:
+    body = orjson.dumps(event(id=str(uuid.uuid4()), datacontenttype=media_type))
+    response = client.post("/events", content=body, headers={"content-type": STRUCTURED})
+    assert response.status_code == 201, response.text
+
+
+def test_an_unterminated_quoted_parameter_is_rejected(client: httpx.Client) -> None:
+    body = orjson.dumps(event(datacontenttype='text/plain; name="\\"'))
+    rejected(client, 400, post(client, body), (0, "datacontenttype"))
+
+
 # --- The shape of the body in each mode.
 
 
