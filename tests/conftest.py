@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -97,6 +97,36 @@ class Server:
             self.process.send_signal(number)
             self.process.wait(timeout=30)
         self.process = None
+
+
+class ServeCommand(Server):
+    """The server as operators run it: `eventlog serve --no-auth`, with `options` added."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        log_level: str = "warning",
+        options: Sequence[str] = (),
+        **environment: str,
+    ) -> None:
+        super().__init__(data_dir, log_level, **environment)
+        self.options = list(options)
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "feeds.cli",
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+            "--no-auth",
+            "--log-level",
+            self.log_level,
+            *self.options,
+        ]
 
 
 @pytest.fixture

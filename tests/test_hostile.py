@@ -5,8 +5,8 @@ lines, headers and `Last-Event-ID`, a body far over the request limit sent
 in chunks, and a thousand idle connections. Nothing may produce a 5xx, hang,
 or stop the server from serving the next normal request.
 
-The request limits of `feeds.server` are checked here too: a head over the
-size limit gets 431 or 414 without being buffered, and a client that sends
+The request limits of `feeds.server` are checked here too. A head over the
+size limit gets 431 or 414 without being buffered. A client that sends
 nothing, or sends its head or body too slowly, is closed after the timeout,
 while long-polls and streams outlive it.
 """
@@ -17,7 +17,6 @@ import os
 import resource
 import select
 import socket
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from conftest import Server
+from conftest import ServeCommand, Server
 from harness import resident_bytes
 
 from feeds.settings import DEFAULT_MAX_HEADER_BYTES, MAX_HEADER_FIELDS
@@ -508,27 +507,8 @@ def test_silent_connection_closed(impatient_server: Server) -> None:
     assert clean
 
 
-class ImpatientServeCommand(Server):
-    """`eventlog serve` with a short header timeout given as its option."""
-
-    def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "feeds.cli",
-            "serve",
-            "--data-dir",
-            str(self.data_dir),
-            "--port",
-            str(self.port),
-            "--no-auth",
-            "--header-timeout",
-            str(SHORT_HEADER_TIMEOUT),
-        ]
-
-
 def test_serve_options_set_limits(tmp_path: Path) -> None:
-    served = ImpatientServeCommand(tmp_path / "data")
+    served = ServeCommand(tmp_path / "data", options=["--header-timeout", str(SHORT_HEADER_TIMEOUT)])
     served.start()
     try:
         with connect(served) as connection:

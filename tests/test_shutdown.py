@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import Server
+from conftest import ServeCommand, Server
 from harness import (
     BATCH,
     DATABASE_FILE,
@@ -39,25 +38,6 @@ STREAM_READERS = 3
 # A generous bound: `eventlog serve` waits 3 s for stalled streams and then
 # closes the log, which took well under a second in these tests.
 EXIT_SECONDS = 10.0
-
-
-class ServeCommand(Server):
-    """The server as operators run it: `eventlog serve`, with its graceful-shutdown timeout."""
-
-    def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "feeds.cli",
-            "serve",
-            "--data-dir",
-            str(self.data_dir),
-            "--port",
-            str(self.port),
-            "--no-auth",
-            "--log-level",
-            self.log_level,
-        ]
 
 
 @dataclass
