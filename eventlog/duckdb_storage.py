@@ -304,11 +304,13 @@ class DuckDBStorage:
             FROM events, range($hashes) AS probes(probe)
             WHERE sequence <= $through
         """
+
         try:
             # Listed with the others, so that `close` interrupts the query.
             with self._lock:
                 connection = self._database.cursor()
                 self._connections.append(connection)
+
             extra = bits // 8 * _KEY_FILTER_MEMORY_PER_BYTE
             connection.execute(f"SET memory_limit = '{MEMORY_LIMIT_BYTES + extra}B'")
             try:
@@ -323,6 +325,7 @@ class DuckDBStorage:
                 connection.close()
         except duckdb.Error as error:
             raise _unavailable(f"Cannot read the keys of {self.path!r}: {error}", error) from error
+
         ((bitmap,),) = rows
         if bitmap is None:
             # No event up to `through`: the aggregate of no rows is NULL.

@@ -2,7 +2,7 @@
 
 Every event's (source, id) hash, its key, goes into the filter before the
 event is committed. A key that the filter does not contain is in no stored
-event, so the duplicate check of a new event needs no query; a key that it
+event, so the duplicate check of a new event needs no query. A key that it
 may contain is looked up in storage as before. The filter never forgets a
 key: retention's deletes only make it answer "maybe" more often.
 

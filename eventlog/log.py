@@ -92,7 +92,7 @@ TRIM_STEP_EVENTS = 10_000
 DELETE_STEP_EVENTS = 2_000
 # Waits with `coalesced=True` (live streams) end at most once per this
 # interval, all together, so that commits closer together than this wake each
-# stream once and it sends their events in one write.
+# stream once and it sends their events in one write. Shutdown ends them at once.
 COALESCED_WAKE_SECONDS = 0.005
 
 
@@ -693,7 +693,7 @@ def _decode_tail_events(storage: Storage, after: int, last: int) -> tuple[list[T
 
 
 def _newest_within(entries: list[TailEntry], max_bytes: int | None) -> list[TailEntry]:
-    """Return the newest of `entries` whose events fit in `max_bytes`, so a fill holds no more."""
+    """Return the newest of `entries` whose events fit in `max_bytes` together."""
     if max_bytes is None:
         return entries
     total = 0

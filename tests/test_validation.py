@@ -306,13 +306,13 @@ def test_a_paired_surrogate_escape_is_accepted(client: httpx.Client) -> None:
         "application/json;charset=utf-8",
     ],
 )
-def test_a_media_type_with_quoted_pairs_is_accepted(client: httpx.Client, media_type: str) -> None:
+def test_media_type_quoted_pairs_accepted(client: httpx.Client, media_type: str) -> None:
     body = orjson.dumps(event(id=str(uuid.uuid4()), datacontenttype=media_type))
     response = client.post("/events", content=body, headers={"content-type": STRUCTURED})
     assert response.status_code == 201, response.text
 
 
-def test_an_unterminated_quoted_parameter_is_rejected(client: httpx.Client) -> None:
+def test_media_type_unterminated_quote_rejected(client: httpx.Client) -> None:
     body = orjson.dumps(event(datacontenttype='text/plain; name="\\"'))
     rejected(client, 400, post(client, body), (0, "datacontenttype"))
 
