@@ -83,8 +83,11 @@ _STREAM_PARAMETERS: list[dict[str, Any]] = [
         "name": "Last-Event-ID",
         "in": "header",
         "description": "Cursor to resume from, sent by EventSource on reconnect; takes "
-        "precedence over 'after' and 'since'.",
-        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+        "precedence over 'after' and 'since'. A whole number from 0 to 9223372036854775807 "
+        "in at most 19 digits.",
+        # Up to 18 digits is always in range. A regular expression for the exact
+        # range would be long, so the schema admits a little less than the server.
+        "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
     },
     *(parameter for parameter in _FEED_PARAMETERS if parameter["name"] not in ("limit", "wait")),
     {
